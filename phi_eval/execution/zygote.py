@@ -1,0 +1,681 @@
+"""The sandbox's worker process: runs model-written programs, one confined process tree each.
+
+phi_eval.execution.sandbox starts one of these per worker as `python -I zygote.py CONFIG`
+with a minimal environment. It imports only the standard library, preloads the modules that
+benchmark programs use, and then serves jobs over stdin/stdout (length-prefixed JSON), so
+interpreter start-up is paid once per worker rather than once per program.
+
+For each job the zygote forks a small process tree:
+
+    zygote    PID 1 of the worker's private PID and network namespaces
+      └ init    PID 1 of a fresh PID namespace: starts the runner, reaps, reports how it ended
+          └ runner  rlimits, an unprivileged uid, Landlock; then the program and the tests
+
+When init exits (or the zygote SIGKILLs it on timeout), the kernel kills everything left in
+that PID namespace, detached children and fork bombs included.
+
+The runner reports "passed" only after the tests ran to their end, on a pipe the zygote reads,
+tagged with a random per-job nonce; an exit code proves nothing. Before the tests run, the
+runner restores the interpreter state the program may have monkeypatched: builtins, the
+modules loaded beforehand, sys.path and import hooks, trace hooks.
+
+Limits of the design: program and tests share one interpreter, so a program written to attack
+this file on purpose (digging the nonce out of memory, poisoning the snapshot it restores from,
+leaving a thread that patches things again) could fake a pass. It still cannot escape the
+confinement: that is enforced by the kernel, not by Python.
+"""
+import builtins
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import stat
+import struct
+import sys
+import tempfile
+import time
+
+# Loaded once here so programs find them already imported (HumanEval and MBPP use these).
+import array, bisect, cmath, collections, copy, datetime, decimal, fractions  # noqa: E401,F401
+import functools, hashlib, heapq, itertools, math, operator, random, re, statistics  # noqa: E401,F401
+import string, typing  # noqa: E401,F401
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_RULE_PATH_BENEATH = 1
+
+# Landlock filesystem rights: the first 13 came with ABI 1, REFER with 2, TRUNCATE with 3,
+# IOCTL_DEV with 5. Network rights came with ABI 4, scopes with ABI 6.
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+FS_TRUNCATE = 1 << 14
+FS_RIGHT_COUNT_BY_ABI = {1: 13, 2: 14, 3: 15, 4: 15}
+FS_RIGHT_COUNT_LATEST = 16
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+# Where a program may read (and run) files: the system and this Python installation.
+READABLE_ROOTS = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt"]
+DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE, "/dev/zero": FS_READ_FILE,
+           "/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
+
+OPEN_FILES = 256
+EXCERPT_BYTES = 2048
+REPORT_BYTES = 1 << 16
+REASON_CHARS = 300
+
+
+class RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def check(result):
+    """Turn a libc-style -1 return into OSError."""
+    if result == -1:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
+    version = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(version, 0)
+
+
+# ---------------------------------------------------------------- framing with the harness
+
+def read_exact(fd, size):
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def receive(fd):
+    """One length-prefixed JSON message, or None at end of input."""
+    header = read_exact(fd, 4)
+    body = header and read_exact(fd, struct.unpack(">I", header)[0])
+    return None if body is None else json.loads(body)
+
+
+def send(fd, message):
+    data = json.dumps(message).encode()
+    data = struct.pack(">I", len(data)) + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# ---------------------------------------------------------------- worker set-up
+
+def enter_worker_namespaces():
+    """Give the whole worker private network and PID namespaces where the kernel allows.
+
+    As root that is a plain unshare. Otherwise a user namespace (mapping only our own uid)
+    grants the capabilities to create the others. Returns which namespaces were entered.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    entered = {"user_namespace": False, "network_namespace": False, "pid_namespace": False}
+    if uid != 0:
+        try:
+            check(libc.unshare(CLONE_NEWUSER))
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as handle:
+                    handle.write(text)
+            entered["user_namespace"] = True
+        except OSError:
+            return entered
+    for key, flag in (("network_namespace", CLONE_NEWNET), ("pid_namespace", CLONE_NEWPID)):
+        entered[key] = libc.unshare(flag) == 0
+    return entered
+
+
+def become_pid_one():
+    """unshare(CLONE_NEWPID) moves only future children: fork, and let the child carry on as
+    PID 1 of the namespace, which lets it give each job a nested PID namespace of its own."""
+    child = os.fork()
+    if child:
+        _, status = os.waitpid(child, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def readable_paths():
+    paths = READABLE_ROOTS + [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                              os.path.dirname(os.path.realpath(sys.executable))]
+    paths += [entry for entry in sys.path if entry]
+    return sorted({os.path.realpath(path) for path in paths if os.path.exists(path)})
+
+
+def count_tasks(uid):
+    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
+    total = 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                total += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def traversable_by_others(path):
+    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        path, parent = parent, os.path.dirname(parent)
+    return True
+
+
+def make_imports_reachable():
+    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
+    conda under /root, mode 700). For such import paths, open a handle now and import
+    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
+    Returns the handles, which jobs must keep open."""
+    renamed = {}
+    for index, entry in enumerate(sys.path):
+        real = os.path.realpath(entry) if entry else ""
+        if os.path.isdir(real) and not traversable_by_others(real):
+            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
+    # Submodules of packages already imported are found through the package's __path__.
+    for module in list(sys.modules.values()):
+        search_path = getattr(module, "__path__", None)
+        if isinstance(search_path, list):
+            for index, entry in enumerate(search_path):
+                for real, handle_path in renamed.items():
+                    if entry == real or entry.startswith(real + os.sep):
+                        search_path[index] = handle_path + entry[len(real):]
+    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]
+
+
+def close_fds_except(keep):
+    """Close every descriptor from 3 up, except those in `keep`."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+class Worker:
+    """What the zygote decided at start-up, and the per-job machinery."""
+
+    def __init__(self, config, namespaces, import_handles):
+        self.limits = limits = config["limits"]
+        self.import_handles = import_handles
+        self.temp_root = config["temp_root"]
+        self.namespaces = namespaces
+        self.drop_to = (config["uid"], config["uid"]) if os.getuid() == 0 else None
+        self.cpu_seconds = int(limits["timeout_s"]) + 2
+        # Not as root, RLIMIT_NPROC counts this uid's other processes too: leave room for them.
+        self.max_tasks = limits["max_processes"] + (0 if self.drop_to else count_tasks(os.getuid()))
+        self.abi = landlock_abi()
+        self.landlock_fds = {}
+        if self.abi:
+            for path in readable_paths():
+                self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = FS_READ
+            for path, rights in DEVICES.items():
+                if os.path.exists(path):
+                    self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = rights
+        self.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY) if namespaces["pid_namespace"] else None
+        self.confinement = {}  # step name -> whether it works here (set by probe)
+
+    # ------------------------------------------------------------ confinement, in the runner
+
+    def set_rlimits(self):
+        limits = self.limits
+        for which, soft, hard in (
+                (resource.RLIMIT_AS, limits["memory_mb"] << 20, limits["memory_mb"] << 20),
+                # SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later.
+                (resource.RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds + 1),
+                (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20, limits["file_size_mb"] << 20),
+                (resource.RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES),
+                (resource.RLIMIT_CORE, 0, 0),
+                (resource.RLIMIT_NPROC, self.max_tasks, self.max_tasks)):
+            resource.setrlimit(which, (soft, hard))
+        return True
+
+    def drop_uid(self):
+        """As root, become the worker's own uid: RLIMIT_NPROC then applies, and the program
+        can neither signal other processes nor write files that root owns."""
+        if not self.drop_to:
+            return False
+        uid, gid = self.drop_to
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        return True
+
+    @staticmethod
+    def drop_capabilities():
+        """Clear what a user namespace granted (after a uid drop there is nothing left)."""
+        check(libc.capset(ctypes.byref(CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), ctypes.byref((CapData * 2)())))
+        return True
+
+    @staticmethod
+    def no_new_privs():
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        return True
+
+    def landlock(self, workdir):
+        """Writes only beneath the job's directory; reads only of system and Python files;
+        no TCP; no signals or abstract unix sockets reaching outside the job."""
+        if not self.abi:
+            return False
+        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
+        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
+                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
+        ruleset = check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+                                     ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
+        rules = dict(self.landlock_fds)
+        rules[os.open(workdir, os.O_PATH | os.O_CLOEXEC)] = handled_fs
+        for fd, rights in rules.items():
+            if rights & FS_WRITE_FILE:
+                rights |= FS_TRUNCATE
+            rule = PathBeneathAttr(rights & handled_fs, fd)
+            check(libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+                               ctypes.byref(rule), ctypes.c_uint32(0)))
+        check(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
+        os.close(ruleset)
+        return True
+
+    def confine(self, workdir, probing=False):
+        """Apply the protections in order. Probing, record which work; for a real job, apply
+        exactly those and let any failure propagate, so a job never runs less confined."""
+        steps = {"rlimits": self.set_rlimits, "uid_drop": self.drop_uid,
+                 "no_capabilities": self.drop_capabilities, "no_new_privs": self.no_new_privs,
+                 "landlock": lambda: self.landlock(workdir)}
+        applied = {}
+        for name, step in steps.items():
+            if probing:
+                try:
+                    applied[name] = step()
+                except OSError:
+                    applied[name] = False
+            elif self.confinement[name]:
+                step()
+        return applied
+
+    def probe(self):
+        """Find out which protections work here by applying them all in a throwaway child."""
+        if self.pid_ns_fd is not None:
+            try:
+                self.enter_job_pid_namespace()
+            except OSError:
+                self.pid_ns_fd = None
+        workdir = tempfile.mkdtemp(prefix="phi-eval-probe-", dir=self.temp_root)
+        if self.drop_to:
+            os.chown(workdir, *self.drop_to)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(read_end)
+            found = {"job_pid_namespace": os.getpid() == 1, **self.confine(workdir, probing=True)}
+            os.write(write_end, json.dumps(found).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            found = json.loads(pipe.read())
+        os.waitpid(child, 0)
+        os.rmdir(workdir)
+        if not found.pop("job_pid_namespace"):
+            self.pid_ns_fd = None
+        self.confinement = found
+        landlock_abi_in_force = self.abi if found["landlock"] else 0
+        return {
+            **self.namespaces,
+            "pid_namespace": self.pid_ns_fd is not None,
+            **found,
+            # Root ignores RLIMIT_NPROC: it binds only once the uid is dropped.
+            "process_limit": found["rlimits"] and (found["uid_drop"] or os.getuid() != 0),
+            "landlock_network": landlock_abi_in_force >= 4,
+            "landlock_scope": landlock_abi_in_force >= 6,
+            "wall_timeout": True, "temp_dir": True, "minimal_env": True, "output_cap": True,
+        }
+
+    def enter_job_pid_namespace(self):
+        """Point our next child at a brand-new PID namespace. A process may unshare
+        CLONE_NEWPID only while its children still land in its own, hence the setns first."""
+        check(libc.setns(self.pid_ns_fd, CLONE_NEWPID))
+        check(libc.unshare(CLONE_NEWPID))
+
+    # ------------------------------------------------------------ one job
+
+    def run(self, program, tests):
+        start = time.monotonic()
+        workdir = tempfile.mkdtemp(prefix="phi-eval-", dir=self.temp_root)
+        try:
+            if self.drop_to:
+                os.chown(workdir, *self.drop_to)
+            nonce = os.urandom(16).hex()
+            pipes = {name: os.pipe() for name in ("stdout", "stderr", "report")}
+            if self.pid_ns_fd is not None:
+                self.enter_job_pid_namespace()
+            init = os.fork()
+            if init == 0:
+                self.init(workdir, pipes, nonce, {"program": program, "tests": tests})
+            for _, write_end in pipes.values():
+                os.close(write_end)
+            outcome, streams = self.watch(init, {name: read_end for name, (read_end, _) in pipes.items()})
+        finally:
+            remove_tree(workdir)
+        report = parse_report(streams.pop("report"), nonce)
+        status, reason = outcome or self.classify(report)
+        return {"status": status, "reason": reason, "duration_s": time.monotonic() - start,
+                **{name: data.decode(errors="replace") for name, data in streams.items()}}
+
+    def watch(self, init, readers):
+        """Collect output until init exits, time is up or the output cap is hit; then kill
+        whatever is left of the job. Returns (outcome or None, {stream: bytes kept})."""
+        limits = self.limits
+        deadline = time.monotonic() + limits["timeout_s"]
+        streams = {name: b"" for name in readers}
+        sizes = dict.fromkeys(readers, 0)
+        names = {fd: name for name, fd in readers.items()}
+        poller = select.poll()
+        for fd in names:
+            os.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
+        pidfd = os.pidfd_open(init)
+        poller.register(pidfd, select.POLLIN)
+        outcome = None
+        while outcome is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome = ("timeout", f"wall-clock timeout after {limits['timeout_s']:g} s")
+                break
+            events = poller.poll(remaining * 1000)
+            for fd, _ in events:
+                if fd != pidfd and not read_into(fd, names[fd], streams, sizes):
+                    poller.unregister(fd)
+            if sizes["stdout"] + sizes["stderr"] > limits["output_bytes"] or sizes["report"] > REPORT_BYTES:
+                outcome = ("output_limit", f"wrote more than {limits['output_bytes']} bytes of output")
+            elif any(fd == pidfd for fd, _ in events):
+                break
+        os.kill(init, signal.SIGKILL)  # no-op if it exited; its PID namespace goes with it
+        os.waitpid(init, 0)
+        os.close(pidfd)
+        kill_orphans()
+        for fd, name in names.items():
+            while read_into(fd, name, streams, sizes):
+                pass
+            os.close(fd)
+        return outcome, streams
+
+    def classify(self, report):
+        """Status from the runner's record or, failing that, from how init saw it end."""
+        if "result" in report:
+            status, reason = report["result"]
+            return status, reason
+        if "exit" not in report:
+            return "killed", "the job's processes were killed before they reported"
+        status = report["exit"]
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            if number == signal.SIGXCPU:
+                return "timeout", f"CPU time limit ({self.cpu_seconds} s) exceeded"
+            return "killed", f"killed by {signal.Signals(number).name}"
+        return "exited_early", f"exited with code {os.waitstatus_to_exitcode(status)} before the tests finished"
+
+    def init(self, workdir, pipes, nonce, sources):
+        """PID 1 of the job's namespace: start the runner, reap orphans, report how it ended."""
+        try:
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            report_fd = pipes["report"][1]
+            runner = os.fork()
+            if runner == 0:
+                self.runner(workdir, pipes, nonce, sources)
+            while True:
+                pid, status = os.waitpid(-1, 0)
+                if pid == runner:
+                    os.write(report_fd, f"{nonce} exit {status}\n".encode())
+                    os._exit(0)
+        except BaseException:
+            os._exit(1)
+
+    def runner(self, workdir, pipes, nonce, sources):
+        """Confine this process, run the program and the tests, report; never returns."""
+        report_fd = pipes["report"][1]
+        try:
+            os.chdir(workdir)
+            self.confine(workdir)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(pipes["stdout"][1], 1)
+            os.dup2(pipes["stderr"][1], 2)
+            close_fds_except([report_fd, *self.import_handles])
+            os.environ.clear()
+            os.environ.update(job_env(workdir))
+            status, reason = execute(sources)
+        except BaseException as error:  # e.g. confinement failed: never run unconfined
+            status, reason = "error", f"sandbox failure: {error!r}"
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        os.write(report_fd, f"{nonce} result {json.dumps([status, reason])}\n".encode())
+        os._exit(0)
+
+
+def read_into(fd, name, streams, sizes):
+    """Read what is available, keeping a bounded prefix. False once nothing more comes."""
+    try:
+        data = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return False
+    sizes[name] += len(data)
+    keep = (REPORT_BYTES if name == "report" else EXCERPT_BYTES) - len(streams[name])
+    if keep > 0:
+        streams[name] += data[:keep]
+    return bool(data)
+
+
+def parse_report(data, nonce):
+    """Records carrying this job's nonce; anything else on the pipe is ignored."""
+    report = {}
+    for line in data.decode(errors="replace").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == nonce:
+            try:
+                report[parts[1]] = json.loads(parts[2])
+            except ValueError:
+                continue
+    return report
+
+
+def kill_orphans():
+    """Without a PID namespace, detached descendants re-parent to the zygote (a child
+    subreaper): kill them until none are left. With one, the kernel already did."""
+    children_file = "/proc/thread-self/children"
+    while True:
+        try:
+            with open(children_file) as handle:
+                children = [int(pid) for pid in handle.read().split()]
+        except OSError:
+            children = []
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            while os.waitpid(-1, 0 if children else os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        if not children:
+            return
+
+
+def remove_tree(path):
+    """Remove the job's directory even where the program made parts of it unreadable
+    (as root nothing can stop us; otherwise the files are ours to chmod)."""
+    def open_up_and_retry(function, failed, _):
+        try:
+            os.chmod(os.path.dirname(failed), 0o700)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+                shutil.rmtree(failed, onerror=open_up_and_retry)
+            else:
+                function(failed)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=open_up_and_retry)
+
+
+def job_env(workdir):
+    """Built from nothing, so no secret of the harness can leak in."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ---------------------------------------------------------------- running program and tests
+
+def snapshot():
+    """The interpreter state the tests must see, taken once before any program runs."""
+    modules = dict(sys.modules)
+    saved = sorted(((module, dict(vars(module))) for module in modules.values() if isinstance(module, type(sys))),
+                   key=lambda pair: pair[0] is not builtins)  # builtins first
+    return {"modules": modules, "dicts": saved, "path": list(sys.path), "meta_path": list(sys.meta_path),
+            "path_hooks": list(sys.path_hooks), "recursion_limit": sys.getrecursionlimit(),
+            "int_max_str_digits": sys.get_int_max_str_digits()}
+
+
+def restore(pristine):
+    """Undo the program's monkeypatching. Builtins come back first, so nothing after that
+    calls a patched builtin; modules the program imported are dropped so tests import them
+    afresh."""
+    for module, saved in pristine["dicts"]:
+        current = vars(module)
+        current.update(saved)
+        for key in [key for key in current if key not in saved]:
+            del current[key]
+    modules = pristine["modules"]
+    for name in [name for name in sys.modules if name not in modules]:
+        del sys.modules[name]
+    sys.modules.update(modules)
+    sys.path[:] = pristine["path"]
+    sys.meta_path[:] = pristine["meta_path"]
+    sys.path_hooks[:] = pristine["path_hooks"]
+    sys.path_importer_cache.clear()
+    sys.setrecursionlimit(pristine["recursion_limit"])
+    sys.set_int_max_str_digits(pristine["int_max_str_digits"])
+    sys.settrace(None)
+    sys.setprofile(None)
+
+
+def execute(sources):
+    """Run the program, then the tests in its namespace; (status, reason)."""
+    # Taken before the program runs: it could rebind these names in this module.
+    restore_state, pristine, describe = restore, PRISTINE, outcome_of
+    main = type(sys)("__main__")
+    sys.modules["__main__"] = main
+    namespace = vars(main)
+    phase = "program"
+    try:
+        exec(compile(sources["program"], "<program>", "exec"), namespace)
+        restore_state(pristine)
+        namespace["__builtins__"] = builtins
+        phase = "tests"
+        exec(compile(sources["tests"], "<tests>", "exec"), namespace)
+        outcome = "passed", "all tests passed"
+    except BaseException as error:
+        restore_state(pristine)
+        outcome = describe(error, phase, sources)
+    # Describing the error may have run program code (its __str__): restore once more
+    # before anything else runs.
+    restore_state(pristine)
+    return outcome
+
+
+def outcome_of(error, phase, sources):
+    """The status and a one-line reason for an exception raised in `phase`."""
+    if isinstance(error, MemoryError):
+        return "memory", "MemoryError: ran out of memory (memory limit)"
+    try:
+        if isinstance(error, SystemExit):
+            return "exited_early", f"SystemExit({error.code!r}) raised in the {phase} before the tests finished"
+        status = "failed" if phase == "tests" and isinstance(error, AssertionError) else "error"
+        where, line = phase, error.lineno if isinstance(error, SyntaxError) else None
+        traceback = error.__traceback__
+        while traceback is not None:  # the innermost frame of the program or the tests
+            filename = traceback.tb_frame.f_code.co_filename
+            if filename in ("<program>", "<tests>"):
+                where, line = filename.strip("<>"), traceback.tb_lineno
+            traceback = traceback.tb_next
+        text = error.msg if isinstance(error, SyntaxError) else str(error)
+        message = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        lines = sources[where].splitlines()
+        if line and 0 < line <= len(lines):
+            message += f" ({where} line {line}: {lines[line - 1].strip()})"
+        return status, " ".join(message.split())[:REASON_CHARS]
+    except BaseException:
+        return "error", f"{type(error).__name__} raised in the {phase}"
+
+
+PRISTINE = None
+
+
+def main():
+    global PRISTINE
+    config = json.loads(sys.argv[1])
+    sys.dont_write_bytecode = True  # never write into the Python installation
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != config["parent_pid"]:
+        return  # the harness died before we could ask to die with it
+    namespaces = enter_worker_namespaces()
+    if namespaces["pid_namespace"]:
+        become_pid_one()
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    import_handles = make_imports_reachable() if os.getuid() == 0 else []
+    worker = Worker(config, namespaces, import_handles)
+    send(1, worker.probe())
+    PRISTINE = snapshot()
+    while True:
+        job = receive(0)
+        if job is None:
+            return
+        try:
+            verdict = worker.run(job["program"], job["tests"])
+        except Exception as error:  # a sandbox failure: report it, keep serving
+            verdict = {"status": "error", "reason": f"sandbox failure: {error!r}", "duration_s": 0.0,
+                       "stdout": "", "stderr": ""}
+        send(1, verdict)
+
+
+if __name__ == "__main__":
+    main()

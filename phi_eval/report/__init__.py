@@ -1,0 +1,1 @@
+"""Reporting: the leaderboard (JSON, Markdown) and its plots."""

@@ -1,0 +1,73 @@
+"""Leaderboard plots: score against model size and against training compute.
+
+One column per measured task/metric. The top row puts parameters on the x axis, the
+bottom row training compute 6·N·D, the axis on which "rivals models trained with 1000x
+more compute" shows. Filled points are measured here, hollow points are papers' numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from phi_eval.errors import UsageError
+
+MAX_COLUMNS = 6  # beyond this the panels get too narrow to read; the Markdown has every task
+AXES = (("parameters", "parameters"), ("train_compute_flops", "training compute 6·N·D (FLOPs)"))
+MEASURED_COLOR, REPORTED_COLOR = "tab:blue", "tab:orange"
+
+
+def plot(board: dict, path) -> None:
+    """Write a PNG of the leaderboard's measured tasks (the first MAX_COLUMNS of them)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+    from matplotlib.lines import Line2D
+
+    panels = panel_keys(board["rows"])
+    if not panels:
+        raise UsageError("the leaderboard has no measured scores to plot; check the run directories given")
+    shown = panels[:MAX_COLUMNS]
+    fig = Figure(figsize=(4.2 * len(shown), 7.5), layout="constrained")
+    axes = fig.subplots(2, len(shown), squeeze=False)
+    for col, (task, metric, filter_) in enumerate(shown):
+        rows = [r for r in board["rows"] if r["task"] == task and r["metric"] == metric
+                and (r["kind"] == "reported" or r["filter"] == filter_)]
+        for ax, (x_field, x_label) in zip(axes[:, col], AXES):
+            draw_panel(ax, rows, x_field)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(metric)
+        axes[0, col].set_title(f"{task} · {metric}" + (f" ({filter_})" if filter_ not in (None, "none") else ""))
+    axes[0, 0].legend(handles=[
+        Line2D([], [], ls="", marker="o", color=MEASURED_COLOR, label="measured"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="none", color=REPORTED_COLOR, label="reported (paper)"),
+    ], loc="upper left", fontsize=8)
+    if len(panels) > len(shown):
+        fig.suptitle(f"First {len(shown)} of {len(panels)} task/metric columns; the Markdown table has them all")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def panel_keys(rows: list[dict]) -> list[tuple]:
+    """(task, metric, filter) of the measured rows, in leaderboard order, without repeats."""
+    keys = [(r["task"], r["metric"], r["filter"]) for r in rows if r["kind"] == "measured"]
+    return list(dict.fromkeys(keys))
+
+
+def draw_panel(ax, rows: list[dict], x_field: str) -> None:
+    placed = 0
+    for row in rows:
+        x = row[x_field]
+        if not x:  # unknown size or compute has no place on a log axis
+            continue
+        measured, reported = row["value"], row["reported_value"]
+        if measured is not None:
+            ax.scatter([x], [measured], color=MEASURED_COLOR, zorder=3)
+            if reported is not None:  # tie a measured point to its paper's number
+                ax.plot([x, x], [measured, reported], ls=":", color="gray", zorder=1)
+        if reported is not None:
+            ax.scatter([x], [reported], facecolors="none", edgecolors=REPORTED_COLOR, zorder=2)
+        ax.annotate(row["model"], (x, measured if measured is not None else reported),
+                    xytext=(4, 3), textcoords="offset points", fontsize=7)
+        placed += 1
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)  # room for the many 0.0 scores of small baselines
+    if not placed:
+        ax.text(0.5, 0.5, f"no model with a known {x_field}", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8, color="gray")

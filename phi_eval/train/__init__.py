@@ -1,0 +1,11 @@
+"""Train small phi-style models from YAML recipes.
+
+    recipe = load_recipe("recipes/phi-tiny.yaml", overrides=["training.max_steps=10"])
+    checkpoint_dir = train(recipe, out_dir=None, progress=True)
+
+recipe.py holds the schema; corpus.py, tokenizer.py, model.py and loop.py the stages.
+"""
+from phi_eval.train.loop import train
+from phi_eval.train.recipe import Recipe, load_recipe
+
+__all__ = ["Recipe", "load_recipe", "train"]

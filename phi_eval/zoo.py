@@ -1,0 +1,355 @@
+"""The model zoo (zoo/*.yaml cards) and parsing of model specs given on the command line.
+
+A card says where a model lives (hub id, API model or local checkpoint), how big it is,
+how much it was trained on, and the scores its papers report, each with its source.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from phi_eval import paths
+from phi_eval.errors import UsageError
+
+BACKENDS = ("hf", "openai", "gguf")
+SPEC_KINDS = ("hf", "openai", "replay", "gguf")
+# The benchmark names of DESIGN.md. Kept here so cards validate without importing the
+# task registry (which pulls in dataset code).
+TASKS = ("humaneval", "mbpp", "gsm8k", "gsm8k_code", "winogrande", "arc_easy", "arc_challenge",
+         "boolq", "siqa", "piqa", "hellaswag", "openbookqa", "mmlu", "toxigen")
+RELEASED = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+TRAINING_SUMMARY = "training_summary.json"
+
+
+@dataclass
+class ReportedScore:
+    """One published number: `value` is a fraction in [0, 1]."""
+
+    task: str
+    metric: str
+    value: float
+    n_shot: int | None
+    source: str
+    verified: bool
+    note: str | None = None
+
+
+@dataclass
+class Card:
+    name: str
+    display_name: str
+    backend: str
+    hub_id: str | None
+    api_model: str | None
+    family: str
+    parameters: int | None
+    training_tokens: int | None
+    license: str
+    gated: bool
+    released: str | None
+    notes: str
+    reported: list[ReportedScore] = field(default_factory=list)
+    recipe: str | None = None
+    checkpoint: Path | None = None
+    path: Path | None = None
+    training_tokens_note: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        data["path"] = str(self.path) if self.path else None
+        return data
+
+    def reported_score(self, task: str, metric: str) -> ReportedScore | None:
+        return next((r for r in self.reported if r.task == task and r.metric == metric), None)
+
+
+# ---------------------------------------------------------------------------- loading
+
+def zoo_dirs(extra_dirs=None) -> list[Path]:
+    """Built-in cards first; later directories override cards of the same name."""
+    dirs = [paths.PROJECT_ROOT / "zoo", paths.home() / "zoo"]
+    explicit = [Path(d) for d in os.environ.get("PHI_EVAL_ZOO", "").split(os.pathsep) if d]
+    explicit += [Path(d) for d in extra_dirs or ()]
+    for d in explicit:
+        if not d.is_dir():
+            raise UsageError(f"zoo directory {d} does not exist; fix $PHI_EVAL_ZOO or the directory given")
+    return dirs + explicit
+
+
+def load_zoo(extra_dirs=None) -> dict[str, Card]:
+    """name -> Card, from zoo/, ~/.cache/phi-eval/zoo, $PHI_EVAL_ZOO and `extra_dirs`."""
+    zoo: dict[str, Card] = {}
+    for directory in zoo_dirs(extra_dirs):
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.yaml")):
+                card = load_card(path)
+                zoo[card.name] = card
+    return zoo
+
+
+def get_card(name: str, zoo: dict[str, Card] | None = None) -> Card:
+    zoo = load_zoo() if zoo is None else zoo
+    if name not in zoo:
+        raise UsageError(unknown_model_message(name, zoo))
+    return zoo[name]
+
+
+def unknown_model_message(name: str, zoo: dict[str, Card]) -> str:
+    by_lower = {n.lower(): n for n in zoo}
+    close = [by_lower[m] for m in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.6)]
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    if "/" in name:
+        hint += f"for a hub model write hf:{name}; "
+    return f"unknown model {name!r}: {hint}see `phi-eval zoo list`"
+
+
+def load_card(path: Path) -> Card:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"{path}: not readable YAML ({one_line(e)}); fix the card") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a card must be a YAML mapping; fix the card")
+    return CardReader(path, data).card()
+
+
+class CardReader:
+    """Validates one card's fields; every error names the file and the field."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = path, data
+
+    def fail(self, what: str, problem: str):
+        raise UsageError(f"{self.path}: {what} {problem}; fix the card")
+
+    def get(self, key: str, types, *, nullable=False, optional=False, data=None, where=""):
+        """A required key unless `optional`; null allowed where `nullable` or `optional`."""
+        data = self.data if data is None else data
+        what = f"field '{where}{key}'"
+        if key not in data and not optional:
+            self.fail(what, "is missing")
+        value = data.get(key)
+        if value is None and (nullable or optional):
+            return None
+        # bool is an int in Python; a count or a value must not silently accept true/false.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            names = " or ".join(t.__name__ for t in _as_tuple(types))
+            self.fail(what, f"must be {names}{' or null' if nullable or optional else ''}, not {value!r}")
+        return value
+
+    def card(self) -> Card:
+        name = self.get("name", str)
+        if name != self.path.stem:
+            self.fail("field 'name'", f"({name!r}) must match the file name {self.path.stem!r}")
+        backend = self.get("backend", str)
+        if backend not in BACKENDS:
+            self.fail("field 'backend'", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        released = self.get("released", str, nullable=True)
+        if released is not None and not RELEASED.match(released):
+            self.fail("field 'released'", f"must be YYYY-MM (quoted), not {released!r}")
+        card = Card(
+            name=name,
+            display_name=self.get("display_name", str),
+            backend=backend,
+            hub_id=self.get("hub_id", str, optional=True),
+            api_model=self.get("api_model", str, optional=True),
+            family=self.get("family", str),
+            parameters=self.count("parameters"),
+            training_tokens=self.count("training_tokens"),
+            training_tokens_note=self.get("training_tokens_note", str, optional=True),
+            license=self.get("license", str),
+            gated=self.get("gated", bool),
+            released=released,
+            notes=self.get("notes", str),
+            reported=self.reported(),
+            path=self.path,
+        )
+        self.locate(card)
+        return card
+
+    def count(self, key: str) -> int | None:
+        value = self.get(key, int, nullable=True)
+        if value is not None and value <= 0:
+            self.fail(f"field '{key}'", "must be a positive integer or null")
+        return value
+
+    def reported(self) -> list[ReportedScore]:
+        entries = self.get("reported", list)
+        scores, seen = [], set()
+        for i, entry in enumerate(entries):
+            where = f"reported[{i}]."
+            if not isinstance(entry, dict):
+                self.fail(f"field 'reported[{i}]'", "must be a mapping")
+            score = ReportedScore(
+                task=self.get("task", str, data=entry, where=where),
+                metric=self.get("metric", str, data=entry, where=where),
+                value=float(self.get("value", (int, float), data=entry, where=where)),
+                n_shot=self.get("n_shot", int, nullable=True, data=entry, where=where),
+                source=self.get("source", str, data=entry, where=where).strip(),
+                verified=self.get("verified", bool, data=entry, where=where),
+                note=self.get("note", str, optional=True, data=entry, where=where),
+            )
+            if score.task not in TASKS:
+                self.fail(f"field '{where}task'", f"must be one of {', '.join(TASKS)}, not {score.task!r}")
+            if not 0.0 <= score.value <= 1.0:
+                self.fail(f"field '{where}value'", f"must be a fraction in [0, 1] (0.506, not 50.6), not {score.value}")
+            if not score.source:
+                self.fail(f"field '{where}source'", "must name the paper and table")
+            # One number per (task, metric) keeps the leaderboard's comparison unambiguous.
+            if (score.task, score.metric) in seen:
+                self.fail(f"field '{where}task'", f"repeats {score.task}/{score.metric}")
+            seen.add((score.task, score.metric))
+            scores.append(score)
+        return scores
+
+    def locate(self, card: Card) -> None:
+        """Check the backend has somewhere to load from; resolve a local checkpoint."""
+        local = self.get("local", dict, optional=True)
+        if local is not None:
+            card.recipe = self.get("recipe", str, optional=True, data=local, where="local.")
+            card.checkpoint = self.checkpoint_path(self.get("checkpoint", str, data=local, where="local."))
+            fill_from_training_summary(card)
+        if card.backend == "hf" and not (card.hub_id or card.checkpoint):
+            self.fail("field 'hub_id'", "is missing (or give local.checkpoint)")
+        if card.backend == "openai" and not card.api_model:
+            self.fail("field 'api_model'", "is missing (an openai card needs it)")
+        if card.backend == "gguf" and not card.checkpoint:
+            self.fail("field 'local.checkpoint'", "is missing (a gguf card needs the file)")
+
+    def checkpoint_path(self, template: str) -> Path:
+        try:
+            text = template.format(models_dir=paths.models_dir(), home=paths.home())
+        except (KeyError, IndexError, ValueError):
+            self.fail("field 'local.checkpoint'", f"may only use {{models_dir}} and {{home}}, not {template!r}")
+        # A relative checkpoint is relative to the card, so user zoo dirs can ship their models
+        # (joining an absolute path leaves it as it is).
+        return (self.path.parent / Path(text).expanduser()).resolve()
+
+
+def fill_from_training_summary(card: Card) -> None:
+    """A locally trained model's size and tokens seen come from its training summary."""
+    summary_path = card.checkpoint / TRAINING_SUMMARY
+    if not summary_path.is_file():
+        return
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{summary_path}: not readable JSON ({one_line(e)}); retrain or delete it") from None
+    for key, attr in (("parameters", "parameters"), ("tokens_seen", "training_tokens")):
+        value = summary.get(key) if isinstance(summary, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            setattr(card, attr, value)
+
+
+def _as_tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+# ------------------------------------------------------------------------ model specs
+
+@dataclass
+class ModelSpec:
+    spec: str
+    kind: str  # "hf" | "openai" | "replay" | "gguf"
+    target: str  # hub id, local dir, file or API model name
+    base_url: str | None
+    card: Card | None = field(repr=False)
+    name: str
+    slug: str  # safe as a directory name; different specs get different slugs
+
+
+def parse_model_spec(spec: str, zoo: dict[str, Card] | None = None) -> ModelSpec:
+    """NAME | hf:HUB_ID_OR_DIR | openai:MODEL[@BASE_URL] | replay:FILE.jsonl | gguf:FILE"""
+    spec = spec.strip()
+    zoo = load_zoo() if zoo is None else zoo
+    prefix, sep, rest = spec.partition(":")
+    if not sep:
+        return from_card(spec, get_card(spec, zoo))
+    if prefix not in SPEC_KINDS:
+        if re.fullmatch(r"[A-Za-z]+", prefix):
+            raise UsageError(f"unknown model kind {prefix + ':'!r} in {spec!r}; use NAME, "
+                             + ", ".join(f"{k}:" for k in SPEC_KINDS))
+        raise UsageError(unknown_model_message(spec, zoo))
+    if not rest:
+        raise UsageError(f"{spec!r} names no model; write e.g. hf:microsoft/phi-1 or replay:samples.jsonl")
+    return {"hf": hf_spec, "openai": openai_spec, "replay": file_spec, "gguf": file_spec}[prefix](spec, prefix, rest, zoo)
+
+
+def from_card(spec: str, card: Card) -> ModelSpec:
+    if card.backend == "openai":
+        return ModelSpec(spec, "openai", card.api_model, None, card, card.name, card.name)
+    if card.checkpoint is not None:
+        if not card.checkpoint.exists():
+            if card.recipe:
+                raise UsageError(f"{card.name} is not trained yet: run `phi-eval train {card.recipe}`")
+            raise UsageError(f"{card.name}'s checkpoint {card.checkpoint} does not exist; fix {card.path}")
+        return ModelSpec(spec, card.backend, str(card.checkpoint), None, card, card.name, card.name)
+    return ModelSpec(spec, card.backend, card.hub_id, None, card, card.name, card.name)
+
+
+def hf_spec(spec: str, kind: str, target: str, zoo: dict[str, Card]) -> ModelSpec:
+    local = Path(target).expanduser()
+    if local.is_dir():
+        local = local.resolve()
+        card = next((c for c in zoo.values() if c.checkpoint == local and c.backend == "hf"), None)
+        if card:
+            return ModelSpec(spec, "hf", str(local), None, card, card.name, card.name)
+        return ModelSpec(spec, "hf", str(local), None, None, local.name, path_slug("hf", local))
+    if target.startswith((".", "/", "~")) or target.count("/") > 1:
+        raise UsageError(f"no model directory {target}; give an existing directory or a hub id like microsoft/phi-1")
+    card = next((c for c in zoo.values() if c.hub_id == target and c.backend == "hf"), None)
+    if card:
+        return ModelSpec(spec, "hf", target, None, card, card.name, card.name)
+    return ModelSpec(spec, "hf", target, None, None, target, f"hf__{sanitize(target)}")
+
+
+def openai_spec(spec: str, kind: str, target: str, zoo: dict[str, Card]) -> ModelSpec:
+    model, _, base_url = target.partition("@")
+    if not model:
+        raise UsageError(f"{spec!r} names no model; write openai:MODEL or openai:MODEL@http://host:port/v1")
+    if not base_url:
+        # The same API name on another server may be a different model, so only the default attaches a card.
+        card = next((c for c in zoo.values() if c.api_model == model and c.backend == "openai"), None)
+        if card:
+            return ModelSpec(spec, "openai", model, None, card, card.name, card.name)
+        return ModelSpec(spec, "openai", model, None, None, model, f"openai__{sanitize(model)}")
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"base URL {base_url!r} must start with http:// or https://, e.g. openai:{model}@http://127.0.0.1:8000/v1")
+    slug = f"openai__{sanitize(model)}-{short_hash(base_url)}"
+    return ModelSpec(spec, "openai", model, base_url, None, model, slug)
+
+
+def file_spec(spec: str, kind: str, target: str, zoo: dict[str, Card]) -> ModelSpec:
+    path = Path(target).expanduser()
+    if not path.is_file():
+        example = "samples.jsonl" if kind == "replay" else "model.gguf"
+        raise UsageError(f"{kind} file {target} does not exist; give an existing file, e.g. {kind}:{example}")
+    path = path.resolve()
+    return ModelSpec(spec, kind, str(path), None, None, path.stem, path_slug(kind, path))
+
+
+def sanitize(text: str) -> str:
+    """Like lm-eval's model_name_sanitized: runs of unsafe characters become "__"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", text).strip(".") or "model"
+
+
+def path_slug(kind: str, path: Path) -> str:
+    # Files and directories often share names (samples.jsonl, checkpoint/); the hash of the
+    # full path keeps their run directories apart.
+    return f"{kind}__{sanitize(path.stem)}-{short_hash(str(path))}"
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

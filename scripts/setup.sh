@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with phi-eval and its dependencies (idempotent; fast when already set up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.phi-eval-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # torch first, pinned, so the dependency resolver keeps the CPU wheel.
+    .venv/bin/pip install -q -c scripts/constraints.txt torch==2.13.0
+    .venv/bin/pip install -q -c scripts/constraints.txt -e ".[dev]"
+    touch "$stamp"
+fi
