@@ -46,7 +46,7 @@ REPLY_GRACE_S = 60.0
 FIRST_UID = 100_000
 PID_SLOTS = 40_000
 MAX_WORKERS = 1000
-WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+WORKER_ENV = {"LANG": "C.UTF-8"}  # the zygote builds the programs' environment from nothing
 
 
 @dataclass(frozen=True)

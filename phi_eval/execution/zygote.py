@@ -5,19 +5,19 @@ with a minimal environment. It imports only the standard library, preloads the m
 benchmark programs use, and then serves jobs over stdin/stdout (length-prefixed JSON), so
 interpreter start-up is paid once per worker rather than once per program.
 
-For each job the zygote forks a small process tree:
+The zygote lives in the worker's own network, mount and PID namespaces (a private tmpfs holds
+the jobs' directories). For each job it forks two children into a fresh PID namespace:
 
-    zygote    PID 1 of the worker's private PID and network namespaces
-      └ init    PID 1 of a fresh PID namespace: starts the runner, reaps, reports how it ended
-          └ runner  rlimits, an unprivileged uid, Landlock; then the program and the tests
+    init     PID 1 of that namespace; it only reaps orphans until the zygote kills it
+    runner   rlimits, an unprivileged uid, Landlock; then the program and the tests
 
-When init exits (or the zygote SIGKILLs it on timeout), the kernel kills everything left in
-that PID namespace, detached children and fork bombs included.
+Killing init at the end (or on timeout) makes the kernel kill everything left in the
+namespace, detached children and fork bombs included.
 
 The runner reports "passed" only after the tests ran to their end, on a pipe the zygote reads,
 tagged with a random per-job nonce; an exit code proves nothing. Before the tests run, the
 runner restores the interpreter state the program may have monkeypatched: builtins, the
-modules loaded beforehand, sys.path and import hooks, trace hooks.
+modules loaded beforehand, sys.modules, import hooks, recursion limit and trace hooks.
 
 Limits of the design: program and tests share one interpreter, so a program written to attack
 this file on purpose (digging the nonce out of memory, poisoning the snapshot it restores from,
@@ -26,6 +26,7 @@ confinement: that is enforced by the kernel, not by Python.
 """
 import builtins
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -44,10 +45,16 @@ import functools, hashlib, heapq, itertools, math, operator, random, re, statist
 import string, typing  # noqa: E401,F401
 
 libc = ctypes.CDLL(None, use_errno=True)
+# Looked up once, here: a lookup creates objects, and whatever a forked job writes to costs a
+# copied memory page.
+capset, mount, prctl, setns, syscall, unshare = (
+    getattr(libc, name) for name in ("capset", "mount", "prctl", "setns", "syscall", "unshare"))
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -72,7 +79,13 @@ READABLE_ROOTS = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "
 DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE, "/dev/zero": FS_READ_FILE,
            "/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
 
+# Programs see this environment (plus HOME and TMPDIR, their own directory): built from
+# nothing, so no secret of the harness can leak in.
+JOB_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STATUSES = ("passed", "failed", "error", "timeout", "memory", "output_limit", "exited_early", "killed")
 OPEN_FILES = 256
+TMPFS_FILES = 4  # the private tmpfs holds this many files of the largest size allowed
 EXCERPT_BYTES = 2048
 REPORT_BYTES = 1 << 16
 REASON_CHARS = 300
@@ -107,7 +120,7 @@ def check(result):
 
 def landlock_abi():
     """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
-    version = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    version = syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     return max(version, 0)
 
 
@@ -139,17 +152,18 @@ def send(fd, message):
 
 # ---------------------------------------------------------------- worker set-up
 
-def enter_worker_namespaces():
-    """Give the whole worker private network and PID namespaces where the kernel allows.
+def enter_worker_namespaces(temp_root, tmpfs_mb):
+    """Give the whole worker private network, PID and mount namespaces where the kernel
+    allows, and in the last a size-capped tmpfs over temp_root for the jobs' directories.
 
     As root that is a plain unshare. Otherwise a user namespace (mapping only our own uid)
-    grants the capabilities to create the others. Returns which namespaces were entered.
+    grants the capabilities to create the others. Returns which of these are in force.
     """
     uid, gid = os.getuid(), os.getgid()
-    entered = {"user_namespace": False, "network_namespace": False, "pid_namespace": False}
+    entered = dict.fromkeys(["user_namespace", "network_namespace", "pid_namespace", "private_tmp"], False)
     if uid != 0:
         try:
-            check(libc.unshare(CLONE_NEWUSER))
+            check(unshare(CLONE_NEWUSER))
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
                                ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as handle:
@@ -158,7 +172,13 @@ def enter_worker_namespaces():
         except OSError:
             return entered
     for key, flag in (("network_namespace", CLONE_NEWNET), ("pid_namespace", CLONE_NEWPID)):
-        entered[key] = libc.unshare(flag) == 0
+        entered[key] = unshare(flag) == 0
+    # Mode 0711: each job may enter its own directory but not list the others'.
+    entered["private_tmp"] = (
+        unshare(CLONE_NEWNS) == 0
+        and mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
+        and mount(b"tmpfs", os.fsencode(temp_root), b"tmpfs", MS_NOSUID | MS_NODEV,
+                       f"size={tmpfs_mb}m,mode=0711".encode()) == 0)
     return entered
 
 
@@ -169,7 +189,7 @@ def become_pid_one():
     if child:
         _, status = os.waitpid(child, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def readable_paths():
@@ -284,12 +304,12 @@ class Worker:
     @staticmethod
     def drop_capabilities():
         """Clear what a user namespace granted (after a uid drop there is nothing left)."""
-        check(libc.capset(ctypes.byref(CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), ctypes.byref((CapData * 2)())))
+        check(capset(ctypes.byref(CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), ctypes.byref((CapData * 2)())))
         return True
 
     @staticmethod
     def no_new_privs():
-        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         return True
 
     def landlock(self, workdir):
@@ -300,7 +320,7 @@ class Worker:
         handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
         attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
                            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
-        ruleset = check(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
                                      ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
         rules = dict(self.landlock_fds)
         rules[os.open(workdir, os.O_PATH | os.O_CLOEXEC)] = handled_fs
@@ -308,9 +328,9 @@ class Worker:
             if rights & FS_WRITE_FILE:
                 rights |= FS_TRUNCATE
             rule = PathBeneathAttr(rights & handled_fs, fd)
-            check(libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
                                ctypes.byref(rule), ctypes.c_uint32(0)))
-        check(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
+        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
         os.close(ruleset)
         return True
 
@@ -371,117 +391,92 @@ class Worker:
     def enter_job_pid_namespace(self):
         """Point our next child at a brand-new PID namespace. A process may unshare
         CLONE_NEWPID only while its children still land in its own, hence the setns first."""
-        check(libc.setns(self.pid_ns_fd, CLONE_NEWPID))
-        check(libc.unshare(CLONE_NEWPID))
+        check(setns(self.pid_ns_fd, CLONE_NEWPID))
+        check(unshare(CLONE_NEWPID))
 
     # ------------------------------------------------------------ one job
 
     def run(self, program, tests):
         start = time.monotonic()
         workdir = tempfile.mkdtemp(prefix="phi-eval-", dir=self.temp_root)
+        output = JobOutput()
+        nonce = os.urandom(16).hex()
+        runner = init = None
         try:
             if self.drop_to:
                 os.chown(workdir, *self.drop_to)
-            nonce = os.urandom(16).hex()
-            pipes = {name: os.pipe() for name in ("stdout", "stderr", "report")}
             if self.pid_ns_fd is not None:
+                # Both children land in a fresh PID namespace: init first, as its PID 1.
                 self.enter_job_pid_namespace()
-            init = os.fork()
-            if init == 0:
-                self.init(workdir, pipes, nonce, {"program": program, "tests": tests})
-            for _, write_end in pipes.values():
-                os.close(write_end)
-            outcome, streams = self.watch(init, {name: read_end for name, (read_end, _) in pipes.items()})
+                init = os.fork()
+                if init == 0:
+                    hold_namespace()
+            runner = os.fork()
+            if runner == 0:
+                self.runner(workdir, output, nonce, {"program": program, "tests": tests})
+            output.close_write_ends()
+            outcome = self.watch(runner, output)
         finally:
+            exit_status = end_job(runner, init)
+            output.drain_and_close()
             remove_tree(workdir)
-        report = parse_report(streams.pop("report"), nonce)
-        status, reason = outcome or self.classify(report)
+        status, reason = outcome or self.classify(parse_report(output.kept["report"], nonce), exit_status)
         return {"status": status, "reason": reason, "duration_s": time.monotonic() - start,
-                **{name: data.decode(errors="replace") for name, data in streams.items()}}
+                "stdout": output.text("stdout"), "stderr": output.text("stderr")}
 
-    def watch(self, init, readers):
-        """Collect output until init exits, time is up or the output cap is hit; then kill
-        whatever is left of the job. Returns (outcome or None, {stream: bytes kept})."""
+    def watch(self, runner, output):
+        """Collect output until the runner exits, the time is up or the output cap is hit.
+        Returns None, or (status, reason) when the job must be stopped."""
         limits = self.limits
         deadline = time.monotonic() + limits["timeout_s"]
-        streams = {name: b"" for name in readers}
-        sizes = dict.fromkeys(readers, 0)
-        names = {fd: name for name, fd in readers.items()}
         poller = select.poll()
-        for fd in names:
-            os.set_blocking(fd, False)
+        for fd in output.readers:
             poller.register(fd, select.POLLIN)
-        pidfd = os.pidfd_open(init)
+        pidfd = os.pidfd_open(runner)
         poller.register(pidfd, select.POLLIN)
-        outcome = None
-        while outcome is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                outcome = ("timeout", f"wall-clock timeout after {limits['timeout_s']:g} s")
-                break
-            events = poller.poll(remaining * 1000)
-            for fd, _ in events:
-                if fd != pidfd and not read_into(fd, names[fd], streams, sizes):
-                    poller.unregister(fd)
-            if sizes["stdout"] + sizes["stderr"] > limits["output_bytes"] or sizes["report"] > REPORT_BYTES:
-                outcome = ("output_limit", f"wrote more than {limits['output_bytes']} bytes of output")
-            elif any(fd == pidfd for fd, _ in events):
-                break
-        os.kill(init, signal.SIGKILL)  # no-op if it exited; its PID namespace goes with it
-        os.waitpid(init, 0)
-        os.close(pidfd)
-        kill_orphans()
-        for fd, name in names.items():
-            while read_into(fd, name, streams, sizes):
-                pass
-            os.close(fd)
-        return outcome, streams
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout", f"wall-clock timeout after {limits['timeout_s']:g} s"
+                events = poller.poll(remaining * 1000)
+                for fd, _ in events:
+                    if fd != pidfd and not output.read(fd):
+                        poller.unregister(fd)
+                if output.too_much(limits["output_bytes"]):
+                    return "output_limit", f"wrote more than {limits['output_bytes']} bytes of output"
+                if any(fd == pidfd for fd, _ in events):
+                    return None
+        finally:
+            os.close(pidfd)
 
-    def classify(self, report):
-        """Status from the runner's record or, failing that, from how init saw it end."""
-        if "result" in report:
-            status, reason = report["result"]
+    def classify(self, report, exit_status):
+        """Status from the runner's record or, failing that, from how it ended."""
+        if report:
+            status, reason = report
             return status, reason
-        if "exit" not in report:
-            return "killed", "the job's processes were killed before they reported"
-        status = report["exit"]
-        if os.WIFSIGNALED(status):
-            number = os.WTERMSIG(status)
+        if os.WIFSIGNALED(exit_status):
+            number = os.WTERMSIG(exit_status)
             if number == signal.SIGXCPU:
                 return "timeout", f"CPU time limit ({self.cpu_seconds} s) exceeded"
             return "killed", f"killed by {signal.Signals(number).name}"
-        return "exited_early", f"exited with code {os.waitstatus_to_exitcode(status)} before the tests finished"
+        return "exited_early", f"exited with code {os.waitstatus_to_exitcode(exit_status)} before the tests finished"
 
-    def init(self, workdir, pipes, nonce, sources):
-        """PID 1 of the job's namespace: start the runner, reap orphans, report how it ended."""
-        try:
-            os.setsid()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            report_fd = pipes["report"][1]
-            runner = os.fork()
-            if runner == 0:
-                self.runner(workdir, pipes, nonce, sources)
-            while True:
-                pid, status = os.waitpid(-1, 0)
-                if pid == runner:
-                    os.write(report_fd, f"{nonce} exit {status}\n".encode())
-                    os._exit(0)
-        except BaseException:
-            os._exit(1)
-
-    def runner(self, workdir, pipes, nonce, sources):
+    def runner(self, workdir, output, nonce, sources):
         """Confine this process, run the program and the tests, report; never returns."""
-        report_fd = pipes["report"][1]
+        report_fd = output.write_end("report")
         try:
+            os.setsid()  # out of the harness's process group and terminal
             os.chdir(workdir)
             self.confine(workdir)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(pipes["stdout"][1], 1)
-            os.dup2(pipes["stderr"][1], 2)
+            os.dup2(output.write_end("stdout"), 1)
+            os.dup2(output.write_end("stderr"), 2)
             close_fds_except([report_fd, *self.import_handles])
-            os.environ.clear()
-            os.environ.update(job_env(workdir))
+            os.environ["HOME"] = os.environ["TMPDIR"] = workdir
             status, reason = execute(sources)
+        except MemoryError:
+            status, reason = "memory", "MemoryError: ran out of memory (memory limit)"
         except BaseException as error:  # e.g. confinement failed: never run unconfined
             status, reason = "error", f"sandbox failure: {error!r}"
         for stream in (sys.stdout, sys.stderr):
@@ -489,34 +484,94 @@ class Worker:
                 stream.flush()
             except BaseException:
                 pass
-        os.write(report_fd, f"{nonce} result {json.dumps([status, reason])}\n".encode())
+        os.write(report_fd, f"{nonce} {json.dumps([status, reason])}\n".encode())
         os._exit(0)
 
 
-def read_into(fd, name, streams, sizes):
-    """Read what is available, keeping a bounded prefix. False once nothing more comes."""
+def hold_namespace():
+    """PID 1 of a job's PID namespace, which dies with it: all it does is reap the orphans
+    re-parented to it (ignoring SIGCHLD has the kernel do that) until the zygote kills it."""
     try:
-        data = os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return False
-    sizes[name] += len(data)
-    keep = (REPORT_BYTES if name == "report" else EXCERPT_BYTES) - len(streams[name])
-    if keep > 0:
-        streams[name] += data[:keep]
-    return bool(data)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1, the job cannot signal it then
+        while True:
+            signal.pause()
+    finally:
+        os._exit(1)
+
+
+class JobOutput:
+    """The job's stdout, stderr and report pipes, read without blocking into bounded buffers."""
+
+    def __init__(self):
+        self.pipes = {name: os.pipe() for name in ("stdout", "stderr", "report")}
+        self.readers = {read_end: name for name, (read_end, _) in self.pipes.items()}
+        for fd in self.readers:
+            os.set_blocking(fd, False)
+        self.kept = dict.fromkeys(self.pipes, b"")
+        self.sizes = dict.fromkeys(self.pipes, 0)
+
+    def write_end(self, name):
+        return self.pipes[name][1]
+
+    def close_write_ends(self):
+        for _, write_end in self.pipes.values():
+            os.close(write_end)
+
+    def read(self, fd):
+        """Read what is there, keeping a bounded prefix. False once nothing more comes."""
+        name = self.readers[fd]
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        self.sizes[name] += len(data)
+        room = (REPORT_BYTES if name == "report" else EXCERPT_BYTES) - len(self.kept[name])
+        if room > 0:
+            self.kept[name] += data[:room]
+        return bool(data)
+
+    def too_much(self, output_bytes):
+        return self.sizes["stdout"] + self.sizes["stderr"] > output_bytes or self.sizes["report"] > REPORT_BYTES
+
+    def drain_and_close(self):
+        for fd in self.readers:
+            while self.read(fd):
+                pass
+            os.close(fd)
+
+    def text(self, name):
+        return self.kept[name].decode(errors="replace")
+
+
+def end_job(runner, init):
+    """Kill what is left of the job and reap it. Returns the runner's wait status."""
+    if init:
+        os.kill(init, signal.SIGKILL)  # as PID 1 it takes every process of its namespace along
+    exit_status = None
+    if runner:
+        if not init:
+            os.kill(runner, signal.SIGKILL)
+        exit_status = os.waitpid(runner, 0)[1]
+    if init:
+        os.waitpid(init, 0)  # returns once every process of the namespace is gone
+    else:
+        kill_orphans()
+    return exit_status
 
 
 def parse_report(data, nonce):
-    """Records carrying this job's nonce; anything else on the pipe is ignored."""
-    report = {}
+    """The runner's [status, reason] record if it carries this job's nonce, else None."""
     for line in data.decode(errors="replace").splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0] == nonce:
+        tag, _, record = line.partition(" ")
+        if tag == nonce:
             try:
-                report[parts[1]] = json.loads(parts[2])
+                status, reason = json.loads(record)
             except ValueError:
                 continue
-    return report
+            if status in STATUSES and isinstance(reason, str):
+                return status, reason
+    return None
 
 
 def kill_orphans():
@@ -557,41 +612,60 @@ def remove_tree(path):
     shutil.rmtree(path, onerror=open_up_and_retry)
 
 
-def job_env(workdir):
-    """Built from nothing, so no secret of the harness can leak in."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 # ---------------------------------------------------------------- running program and tests
 
+def dict_version_reader():
+    """A function telling whether a dict changed, without touching its contents.
+
+    Restoring every module after every program would touch (reference-count) thousands of
+    objects, and each touch copies a memory page the fork had shared: most of a job's cost.
+    CPython 3.10-3.13 bump a dict's ma_version_tag on every change (PEP 509), so reading it
+    says which dicts need restoring. Checked here, with a fallback (None: restore them all)
+    for interpreters where the field moved or stopped changing.
+    """
+    offset = 2 * ctypes.sizeof(ctypes.c_void_p) + ctypes.sizeof(ctypes.c_ssize_t)  # after PyObject_HEAD, ma_used
+    read = ctypes.c_uint64.from_address
+
+    def version(address):
+        return read(address + offset).value
+
+    probe = {"key": 1}
+    before = version(id(probe))
+    probe["key"] = 2  # same size, so only the version can tell
+    after = version(id(probe))
+    return version if before != after == version(id(probe)) else None
+
+
 def snapshot():
-    """The interpreter state the tests must see, taken once before any program runs."""
-    modules = dict(sys.modules)
-    saved = sorted(((module, dict(vars(module))) for module in modules.values() if isinstance(module, type(sys))),
-                   key=lambda pair: pair[0] is not builtins)  # builtins first
-    return {"modules": modules, "dicts": saved, "path": list(sys.path), "meta_path": list(sys.meta_path),
-            "path_hooks": list(sys.path_hooks), "recursion_limit": sys.getrecursionlimit(),
-            "int_max_str_digits": sys.get_int_max_str_digits()}
+    """The interpreter state the tests must see, taken once before any program runs.
+    PROGRAM_MAIN, the module programs run as, is left out: its contents must survive."""
+    version = dict_version_reader()
+    dicts = [vars(module) for module in sys.modules.values()
+             if isinstance(module, type(sys)) and module is not PROGRAM_MAIN]
+    dicts.sort(key=lambda namespace: namespace is not vars(builtins))  # builtins first
+    dicts += [sys.modules, sys.path_importer_cache]
+    return {"version": version, "dicts": dicts, "saved": [dict(namespace) for namespace in dicts],
+            "addresses": [id(namespace) for namespace in dicts],
+            "versions": [version(id(namespace)) for namespace in dicts] if version else None,
+            "path": list(sys.path), "meta_path": list(sys.meta_path), "path_hooks": list(sys.path_hooks),
+            "recursion_limit": sys.getrecursionlimit(), "int_max_str_digits": sys.get_int_max_str_digits()}
 
 
 def restore(pristine):
-    """Undo the program's monkeypatching. Builtins come back first, so nothing after that
-    calls a patched builtin; modules the program imported are dropped so tests import them
-    afresh."""
-    for module, saved in pristine["dicts"]:
-        current = vars(module)
+    """Undo the program's monkeypatching: module contents (builtins first, so nothing after
+    that calls a patched builtin), sys.modules (modules the program imported are dropped, so
+    tests import them afresh), import machinery, recursion limit and trace hooks."""
+    version, versions = pristine["version"], pristine["versions"]
+    for index, address in enumerate(pristine["addresses"]):
+        if version and version(address) == versions[index]:
+            continue
+        current, saved = pristine["dicts"][index], pristine["saved"][index]
         current.update(saved)
         for key in [key for key in current if key not in saved]:
             del current[key]
-    modules = pristine["modules"]
-    for name in [name for name in sys.modules if name not in modules]:
-        del sys.modules[name]
-    sys.modules.update(modules)
     sys.path[:] = pristine["path"]
     sys.meta_path[:] = pristine["meta_path"]
     sys.path_hooks[:] = pristine["path_hooks"]
-    sys.path_importer_cache.clear()
     sys.setrecursionlimit(pristine["recursion_limit"])
     sys.set_int_max_str_digits(pristine["int_max_str_digits"])
     sys.settrace(None)
@@ -601,10 +675,7 @@ def restore(pristine):
 def execute(sources):
     """Run the program, then the tests in its namespace; (status, reason)."""
     # Taken before the program runs: it could rebind these names in this module.
-    restore_state, pristine, describe = restore, PRISTINE, outcome_of
-    main = type(sys)("__main__")
-    sys.modules["__main__"] = main
-    namespace = vars(main)
+    restore_state, pristine, describe, namespace = restore, PRISTINE, outcome_of, vars(PROGRAM_MAIN)
     phase = "program"
     try:
         exec(compile(sources["program"], "<program>", "exec"), namespace)
@@ -647,24 +718,31 @@ def outcome_of(error, phase, sources):
         return "error", f"{type(error).__name__} raised in the {phase}"
 
 
+# The module programs run as, made once so every job forks it empty; and the state that
+# restore() brings back. Both are set in main().
+PROGRAM_MAIN = None
 PRISTINE = None
 
 
 def main():
-    global PRISTINE
+    global PROGRAM_MAIN, PRISTINE
     config = json.loads(sys.argv[1])
     sys.dont_write_bytecode = True  # never write into the Python installation
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.environ.clear()
+    os.environ.update(JOB_ENV)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config["parent_pid"]:
         return  # the harness died before we could ask to die with it
-    namespaces = enter_worker_namespaces()
+    namespaces = enter_worker_namespaces(config["temp_root"], TMPFS_FILES * config["limits"]["file_size_mb"])
     if namespaces["pid_namespace"]:
         become_pid_one()
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     import_handles = make_imports_reachable() if os.getuid() == 0 else []
     worker = Worker(config, namespaces, import_handles)
     send(1, worker.probe())
+    PROGRAM_MAIN = sys.modules["__main__"] = type(sys)("__main__")
     PRISTINE = snapshot()
+    gc.freeze()  # a collection in a job then never walks (and so copies) the zygote's objects
     while True:
         job = receive(0)
         if job is None:

@@ -14,15 +14,20 @@ from phi_eval.errors import UsageError
 
 END_OF_TEXT = "<|endoftext|>"
 
+# What BPE may merge within: newline runs, other whitespace runs (indentation), and words
+# or punctuation runs each with at most one *trailing* space. GPT-2 puts the space in
+# front of the next word instead, so a prompt ending in "def " or "\n" would split
+# differently from the same text in training; here prompts that end at a space, a
+# newline or an indent split exactly as the training text did.
+PIECES = r"\n+|[^\S\n]+|\w+ ?|[^\w\s]+ ?"
+
 
 def train_bpe(texts: list[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
-    """A GPT-2-style byte-level BPE with <|endoftext|> (id 0) as bos, eos and pad."""
+    """A byte-level BPE with <|endoftext|> (id 0) as bos, eos and pad."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        # Newlines stay tokens of their own, never merged with the next line's indent, so a
-        # prompt ending in "\n" (HumanEval's do) splits the way the training text did.
-        pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        pre_tokenizers.Split(Regex(PIECES), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
