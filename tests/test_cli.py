@@ -75,6 +75,7 @@ def test_zoo_list_and_show(capsys):
     (["run", "--models", "hf:x", "--tasks", "mbpp", "--data-dir", "/nonexistent"], "--data-dir"),
     (["run", "--models", "hf:x", "--tasks", "humaneval", "--batch-size", "zero"], "--batch-size"),
     (["zoo", "show", "phi-1.6"], "phi-1.5"),
+    (["run", "--models", "hf:example-org/not-in-any-cache", "--tasks", "humaneval"], "HF_HUB_OFFLINE=1"),
     (["train", "/nonexistent/recipe.yaml"], "recipe"),
     (["frobnicate"], "invalid choice"),
 ])

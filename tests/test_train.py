@@ -139,7 +139,7 @@ def test_overrides_apply_with_types(tmp_path):
         ("training.max_steps=ten", "training.max_steps must be an integer (got 'ten'); fix the override 'training.max_steps=ten'"),
         ("training.max_step=10", "training.max_step is not a known key of training"),
         ("training.max_steps", "is not key=value"),
-        ("model.heads=3", "model.heads must divide model.hidden_size (got 3 and 128); fix the override 'model.heads=3'"),
+        ("model.heads=5", "model.heads must divide model.hidden_size (got 5 and 96); fix the override 'model.heads=5'"),
         ("name.first=x", "name is not a section"),
         ("training.max_tokens=100", "both set; set one of them to null; fix the override 'training.max_tokens=100'"),
     ],
@@ -160,6 +160,9 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
     cosine = TrainingSpec(max_steps=10, lr=1.0, warmup_steps=0, schedule="cosine")
     assert lr_at(0, cosine, 10) == 1.0 and lr_at(9, cosine, 10) == pytest.approx(0.0)
+    # When the time budget runs out first, the decay keeps pace with the clock instead.
+    assert lr_at(4, tc, 10, time_used=1.0) == pytest.approx(0.1)
+    assert lr_at(2, cosine, 10, time_used=0.5) == pytest.approx(0.5)
 
 
 # --- corpus and tokenizer ---------------------------------------------------------------

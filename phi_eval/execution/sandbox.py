@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -25,7 +26,8 @@ from phi_eval.errors import UsageError
 
 ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 
-# Every Verdict.status is one of these.
+# Every Verdict.status is one of these (zygote.py, which must not import this package, keeps
+# the same list).
 STATUSES = {
     "passed": "the tests ran to their end",
     "failed": "a test assertion failed",
@@ -92,17 +94,23 @@ class Sandbox:
         if not os.path.isdir(temp_dir):
             raise UsageError(f"temp_dir {temp_dir!r} is not a directory; pass an existing one")
         self.limits = limits or Limits()
-        first_uid = FIRST_UID + (os.getpid() % PID_SLOTS) * MAX_WORKERS
-        self._configs = [{"limits": asdict(self.limits), "uid": first_uid + index,
-                          "temp_root": os.path.abspath(temp_dir), "parent_pid": os.getpid()}
-                         for index in range(workers)]
+        self._temp_dir = os.path.abspath(temp_dir)
+        self._first_uid = FIRST_UID + (os.getpid() % PID_SLOTS) * MAX_WORKERS
+        self._worker_count = workers
+        self._configs = []
         self._workers = []
         self._idle = queue.Queue()
         self.protections = {}
 
     def __enter__(self):
         try:
-            self._workers = [_Worker(config) for config in self._configs]
+            for index in range(self._worker_count):
+                # Each worker's programs get their directories inside this one (on a private
+                # tmpfs where the kernel allows). 0711: a job's uid may pass, not look.
+                root = tempfile.mkdtemp(prefix="phi-eval-worker-", dir=self._temp_dir)
+                os.chmod(root, 0o711)
+                self._configs.append({"limits": asdict(self.limits), "uid": self._first_uid + index, "temp_root": root})
+                self._workers.append(_Worker(self._configs[-1]))
             for worker in self._workers:
                 worker.wait_ready()
                 self._idle.put(worker)
@@ -119,7 +127,9 @@ class Sandbox:
     def close(self):
         for worker in self._workers:
             worker.close()
-        self._workers = []
+        for config in self._configs:
+            shutil.rmtree(config["temp_root"], ignore_errors=True)
+        self._workers, self._configs, self._idle = [], [], queue.Queue()
 
     def check_all(self, jobs, progress: bool = False) -> list[Verdict]:
         """Run each (program, tests) pair; verdicts come back in the same order."""
@@ -188,9 +198,11 @@ class _Worker:
 
     def _read(self, size, deadline):
         fd = self._process.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         data = b""
         while len(data) < size:
-            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
                 raise TimeoutError("the sandbox worker stopped answering")
             chunk = os.read(fd, size - len(data))
             if not chunk:

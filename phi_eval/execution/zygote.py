@@ -5,14 +5,15 @@ with a minimal environment. It imports only the standard library, preloads the m
 benchmark programs use, and then serves jobs over stdin/stdout (length-prefixed JSON), so
 interpreter start-up is paid once per worker rather than once per program.
 
-The zygote lives in the worker's own network, mount and PID namespaces (a private tmpfs holds
-the jobs' directories). For each job it forks two children into a fresh PID namespace:
+The zygote is PID 1 of the worker's own PID namespace, and lives in its own network and mount
+namespaces too (a private tmpfs holds the jobs' directories). It runs one job at a time, in a
+forked "runner": rlimits, an unprivileged uid, Landlock; then the program and the tests. So
+at the end of a job (or on timeout) every other process in the namespace is the job's, and
+one kill(-1, SIGKILL) from PID 1 ends them all, detached children and fork bombs included.
 
-    init     PID 1 of that namespace; it only reaps orphans until the zygote kills it
-    runner   rlimits, an unprivileged uid, Landlock; then the program and the tests
-
-Killing init at the end (or on timeout) makes the kernel kill everything left in the
-namespace, detached children and fork bombs included.
+Where the kernel refuses a namespace (or Landlock, or a uid change), the zygote goes without
+it and says so in its first message; without a PID namespace it is a child subreaper and
+kills, round after round, the orphans it inherits.
 
 The runner reports "passed" only after the tests ran to their end, on a pipe the zygote reads,
 tagged with a random per-job nonce; an exit code proves nothing. Before the tests run, the
@@ -21,8 +22,10 @@ modules loaded beforehand, sys.modules, import hooks, recursion limit and trace 
 
 Limits of the design: program and tests share one interpreter, so a program written to attack
 this file on purpose (digging the nonce out of memory, poisoning the snapshot it restores from,
-leaving a thread that patches things again) could fake a pass. It still cannot escape the
-confinement: that is enforced by the kernel, not by Python.
+leaving a thread that patches things again, returning an object equal to everything) could
+fake a pass. It still cannot escape the confinement: that is enforced by the kernel, not by
+Python. Not as root, programs keep the user's supplementary groups, and Landlock does not
+cover connecting to unix sockets by path: a socket those groups may use stays reachable.
 """
 import builtins
 import ctypes
@@ -36,19 +39,18 @@ import signal
 import stat
 import struct
 import sys
-import tempfile
 import time
 
-# Loaded once here so programs find them already imported (HumanEval and MBPP use these).
-import array, bisect, cmath, collections, copy, datetime, decimal, fractions  # noqa: E401,F401
-import functools, hashlib, heapq, itertools, math, operator, random, re, statistics  # noqa: E401,F401
-import string, typing  # noqa: E401,F401
+# Loaded once here so that programs find them imported: the modules HumanEval and MBPP use
+# most. Rarer ones are left out, since every module loaded makes every fork a little dearer
+# (and `random` re-seeds itself in each fork).
+import bisect, collections, copy, functools, heapq, itertools, math, re, string, typing  # noqa: E401,F401
 
 libc = ctypes.CDLL(None, use_errno=True)
 # Looked up once, here: a lookup creates objects, and whatever a forked job writes to costs a
 # copied memory page.
-capset, mount, prctl, setns, syscall, unshare = (
-    getattr(libc, name) for name in ("capset", "mount", "prctl", "setns", "syscall", "unshare"))
+capset, mount, prctl, syscall, unshare = (
+    getattr(libc, name) for name in ("capset", "mount", "prctl", "syscall", "unshare"))
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -83,6 +85,7 @@ DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE, "/dev/zero": FS_READ_FILE,
 # nothing, so no secret of the harness can leak in.
 JOB_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# The same as phi_eval.execution.sandbox.STATUSES, which this standalone script cannot import.
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "output_limit", "exited_early", "killed")
 OPEN_FILES = 256
 TMPFS_FILES = 4  # the private tmpfs holds this many files of the largest size allowed
@@ -108,6 +111,11 @@ class CapHeader(ctypes.Structure):
 class CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
                 ("inheritable", ctypes.c_uint32)]
+
+
+# capset()'s arguments for "none at all", built here: making the array type in every job
+# would cost more than the call.
+NO_CAPABILITIES = (CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)())
 
 
 def check(result):
@@ -184,7 +192,7 @@ def enter_worker_namespaces(temp_root, tmpfs_mb):
 
 def become_pid_one():
     """unshare(CLONE_NEWPID) moves only future children: fork, and let the child carry on as
-    PID 1 of the namespace, which lets it give each job a nested PID namespace of its own."""
+    PID 1 of the namespace."""
     child = os.fork()
     if child:
         _, status = os.waitpid(child, 0)
@@ -272,7 +280,6 @@ class Worker:
             for path, rights in DEVICES.items():
                 if os.path.exists(path):
                     self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = rights
-        self.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY) if namespaces["pid_namespace"] else None
         self.confinement = {}  # step name -> whether it works here (set by probe)
 
     # ------------------------------------------------------------ confinement, in the runner
@@ -304,7 +311,7 @@ class Worker:
     @staticmethod
     def drop_capabilities():
         """Clear what a user namespace granted (after a uid drop there is nothing left)."""
-        check(capset(ctypes.byref(CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), ctypes.byref((CapData * 2)())))
+        check(capset(ctypes.byref(NO_CAPABILITIES[0]), ctypes.byref(NO_CAPABILITIES[1])))
         return True
 
     @staticmethod
@@ -353,33 +360,24 @@ class Worker:
 
     def probe(self):
         """Find out which protections work here by applying them all in a throwaway child."""
-        if self.pid_ns_fd is not None:
-            try:
-                self.enter_job_pid_namespace()
-            except OSError:
-                self.pid_ns_fd = None
-        workdir = tempfile.mkdtemp(prefix="phi-eval-probe-", dir=self.temp_root)
-        if self.drop_to:
-            os.chown(workdir, *self.drop_to)
+        workdir = self.make_workdir()
         read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:
-            os.close(read_end)
-            found = {"job_pid_namespace": os.getpid() == 1, **self.confine(workdir, probing=True)}
-            os.write(write_end, json.dumps(found).encode())
-            os._exit(0)
+            try:
+                found = self.confine(workdir, probing=True)
+                os.write(write_end, json.dumps(found).encode())
+            finally:
+                os._exit(0)
         os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
             found = json.loads(pipe.read())
         os.waitpid(child, 0)
         os.rmdir(workdir)
-        if not found.pop("job_pid_namespace"):
-            self.pid_ns_fd = None
         self.confinement = found
         landlock_abi_in_force = self.abi if found["landlock"] else 0
         return {
             **self.namespaces,
-            "pid_namespace": self.pid_ns_fd is not None,
             **found,
             # Root ignores RLIMIT_NPROC: it binds only once the uid is dropped.
             "process_limit": found["rlimits"] and (found["uid_drop"] or os.getuid() != 0),
@@ -388,36 +386,30 @@ class Worker:
             "wall_timeout": True, "temp_dir": True, "minimal_env": True, "output_cap": True,
         }
 
-    def enter_job_pid_namespace(self):
-        """Point our next child at a brand-new PID namespace. A process may unshare
-        CLONE_NEWPID only while its children still land in its own, hence the setns first."""
-        check(setns(self.pid_ns_fd, CLONE_NEWPID))
-        check(unshare(CLONE_NEWPID))
+    def make_workdir(self):
+        """A new directory that only the job's uid can use."""
+        workdir = os.path.join(self.temp_root, f"phi-eval-{os.urandom(8).hex()}")
+        os.mkdir(workdir, 0o700)
+        if self.drop_to:
+            os.chown(workdir, *self.drop_to)
+        return workdir
 
     # ------------------------------------------------------------ one job
 
     def run(self, program, tests):
         start = time.monotonic()
-        workdir = tempfile.mkdtemp(prefix="phi-eval-", dir=self.temp_root)
+        workdir = self.make_workdir()
         output = JobOutput()
         nonce = os.urandom(16).hex()
-        runner = init = None
+        runner = None
         try:
-            if self.drop_to:
-                os.chown(workdir, *self.drop_to)
-            if self.pid_ns_fd is not None:
-                # Both children land in a fresh PID namespace: init first, as its PID 1.
-                self.enter_job_pid_namespace()
-                init = os.fork()
-                if init == 0:
-                    hold_namespace()
             runner = os.fork()
             if runner == 0:
                 self.runner(workdir, output, nonce, {"program": program, "tests": tests})
             output.close_write_ends()
             outcome = self.watch(runner, output)
         finally:
-            exit_status = end_job(runner, init)
+            exit_status = self.end_job(runner)
             output.drain_and_close()
             remove_tree(workdir)
         status, reason = outcome or self.classify(parse_report(output.kept["report"], nonce), exit_status)
@@ -450,6 +442,20 @@ class Worker:
         finally:
             os.close(pidfd)
 
+    def end_job(self, runner):
+        """Kill what is left of the job and reap it all. Returns the runner's wait status."""
+        if runner is None:
+            return None
+        own_namespace = self.namespaces["pid_namespace"]
+        # From PID 1, -1 means every other process of the namespace: all of them the job's.
+        os.kill(-1 if own_namespace else runner, signal.SIGKILL)
+        exit_status = os.waitpid(runner, 0)[1]
+        if own_namespace:
+            reap_all()  # the orphans that re-parented to us as their parents died
+        else:
+            kill_orphans()
+        return exit_status
+
     def classify(self, report, exit_status):
         """Status from the runner's record or, failing that, from how it ended."""
         if report:
@@ -463,41 +469,33 @@ class Worker:
         return "exited_early", f"exited with code {os.waitstatus_to_exitcode(exit_status)} before the tests finished"
 
     def runner(self, workdir, output, nonce, sources):
-        """Confine this process, run the program and the tests, report; never returns."""
-        report_fd = output.write_end("report")
+        """Confine this process, run the program and the tests, report. Never returns: this
+        is a fork of the zygote and must not carry on as one."""
         try:
-            os.setsid()  # out of the harness's process group and terminal
-            os.chdir(workdir)
-            self.confine(workdir)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(output.write_end("stdout"), 1)
-            os.dup2(output.write_end("stderr"), 2)
-            close_fds_except([report_fd, *self.import_handles])
-            os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-            status, reason = execute(sources)
-        except MemoryError:
-            status, reason = "memory", "MemoryError: ran out of memory (memory limit)"
-        except BaseException as error:  # e.g. confinement failed: never run unconfined
-            status, reason = "error", f"sandbox failure: {error!r}"
-        for stream in (sys.stdout, sys.stderr):
+            report_fd = output.write_end("report")
             try:
-                stream.flush()
-            except BaseException:
-                pass
-        os.write(report_fd, f"{nonce} {json.dumps([status, reason])}\n".encode())
-        os._exit(0)
-
-
-def hold_namespace():
-    """PID 1 of a job's PID namespace, which dies with it: all it does is reap the orphans
-    re-parented to it (ignoring SIGCHLD has the kernel do that) until the zygote kills it."""
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1, the job cannot signal it then
-        while True:
-            signal.pause()
-    finally:
-        os._exit(1)
+                os.setsid()  # out of the harness's process group and terminal
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.chdir(workdir)
+                self.confine(workdir)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.dup2(output.write_end("stdout"), 1)
+                os.dup2(output.write_end("stderr"), 2)
+                close_fds_except([report_fd, *self.import_handles])
+                os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+                status, reason = execute(sources)
+            except MemoryError:
+                status, reason = "memory", "MemoryError: ran out of memory (memory limit)"
+            except BaseException as error:  # e.g. confinement failed: never run unconfined
+                status, reason = "error", f"sandbox failure: {error!r}"
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
+            os.write(report_fd, f"{nonce} {json.dumps([status, reason])}\n".encode())
+        finally:
+            os._exit(0)
 
 
 class JobOutput:
@@ -544,22 +542,6 @@ class JobOutput:
         return self.kept[name].decode(errors="replace")
 
 
-def end_job(runner, init):
-    """Kill what is left of the job and reap it. Returns the runner's wait status."""
-    if init:
-        os.kill(init, signal.SIGKILL)  # as PID 1 it takes every process of its namespace along
-    exit_status = None
-    if runner:
-        if not init:
-            os.kill(runner, signal.SIGKILL)
-        exit_status = os.waitpid(runner, 0)[1]
-    if init:
-        os.waitpid(init, 0)  # returns once every process of the namespace is gone
-    else:
-        kill_orphans()
-    return exit_status
-
-
 def parse_report(data, nonce):
     """The runner's [status, reason] record if it carries this job's nonce, else None."""
     for line in data.decode(errors="replace").splitlines():
@@ -574,20 +556,29 @@ def parse_report(data, nonce):
     return None
 
 
+def reap_all():
+    try:
+        while True:
+            os.waitpid(-1, 0)
+    except ChildProcessError:
+        pass
+
+
 def kill_orphans():
     """Without a PID namespace, detached descendants re-parent to the zygote (a child
-    subreaper): kill them until none are left. With one, the kernel already did."""
-    children_file = "/proc/thread-self/children"
+    subreaper): kill them, round after round, until none are left."""
     while True:
         try:
-            with open(children_file) as handle:
+            with open("/proc/thread-self/children") as handle:
                 children = [int(pid) for pid in handle.read().split()]
         except OSError:
             children = []
         for pid in children:
             os.kill(pid, signal.SIGKILL)
-        try:
-            while os.waitpid(-1, 0 if children else os.WNOHANG)[0]:
+        for pid in children:
+            os.waitpid(pid, 0)
+        try:  # children that had already exited (zombies are not listed)
+            while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
             pass
@@ -727,16 +718,20 @@ PRISTINE = None
 def main():
     global PROGRAM_MAIN, PRISTINE
     config = json.loads(sys.argv[1])
+    sys.argv = [""]  # what programs see, as under `python -`
     sys.dont_write_bytecode = True  # never write into the Python installation
     os.environ.clear()
     os.environ.update(JOB_ENV)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != config["parent_pid"]:
-        return  # the harness died before we could ask to die with it
+    # No PR_SET_PDEATHSIG here: it fires when the harness *thread* that started us ends. When
+    # the harness goes, our stdin reaches its end and the loop below stops.
     namespaces = enter_worker_namespaces(config["temp_root"], TMPFS_FILES * config["limits"]["file_size_mb"])
     if namespaces["pid_namespace"]:
         become_pid_one()
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # As PID 1 with the default action, no job can interrupt us (signals from inside
+        # the namespace are dropped); runners put Python's handler back.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    else:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
     import_handles = make_imports_reachable() if os.getuid() == 0 else []
     worker = Worker(config, namespaces, import_handles)
     send(1, worker.probe())
@@ -744,7 +739,7 @@ def main():
     PRISTINE = snapshot()
     gc.freeze()  # a collection in a job then never walks (and so copies) the zygote's objects
     while True:
-        job = receive(0)
+        job = receive(0)  # None once the harness closed the pipe or died
         if job is None:
             return
         try:

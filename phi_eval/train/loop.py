@@ -47,19 +47,7 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
     torch.set_num_threads(threads)
     set_seed(tc.seed)
 
-    # Data: files -> tokenizer (trained on the training split only) -> token streams.
-    corpus = collect_corpus(recipe.data)
-    if recipe.tokenizer.train is not None:
-        tokenizer = train_bpe(corpus.train, recipe.tokenizer.train.vocab_size, recipe.model.context_length)
-    else:
-        tokenizer = load_tokenizer(recipe.tokenizer.path)
-    train_ids = torch.from_numpy(encode_documents(tokenizer, corpus.train))
-    val_ids = torch.from_numpy(encode_documents(tokenizer, corpus.val))
-    for split, ids in (("training", train_ids), ("validation", val_ids)):
-        if len(ids) < tc.seq_len:
-            raise UsageError(f"data: the {split} split has {len(ids)} tokens, fewer than training.seq_len "
-                             f"({tc.seq_len}); add files or lower training.seq_len")
-    corpus.manifest.update(tokens=len(train_ids) + len(val_ids), val_tokens=len(val_ids))
+    tokenizer, train_ids, val_ids, manifest = prepare_data(recipe)
 
     # Model and optimiser; accelerate puts them on the GPU when there is one.
     accelerator = Accelerator(mixed_precision=PRECISION[tc.precision])
@@ -74,23 +62,19 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
-    # The same validation windows every time, so val losses compare across steps; spread
-    # evenly over the split so no single held-out file dominates.
-    n_val = min(tc.eval_batches * tc.batch_size, len(val_ids) // tc.seq_len)
-    starts = torch.linspace(0, len(val_ids) - tc.seq_len, n_val).long().tolist()
-    val_windows = torch.stack([val_ids[s : s + tc.seq_len] for s in starts])
-    val_batches = [b.to(accelerator.device) for b in val_windows.split(tc.batch_size)]
+    val_batches = [b.to(accelerator.device) for b in validation_windows(val_ids, tc).split(tc.batch_size)]
     sampler = torch.Generator().manual_seed(tc.seed)
 
     total_steps = tc.total_steps
     budget_s = tc.max_minutes * 60 if tc.max_minutes else math.inf
-    log_file = open(out / "train_log.jsonl", "w")
+    log_path = out / "train_log.jsonl"
+    log_path.write_text("")
     log = []
 
     def write(record):
         log.append(record)
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
+        with log_path.open("a") as f:  # a line at a time, so the log can be watched live
+            f.write(json.dumps(record) + "\n")
 
     write({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches)})
     bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", disable=not progress)
@@ -100,7 +84,8 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
     stopped_by = "max_steps" if tc.max_steps is not None else "max_tokens"
     for step in range(1, total_steps + 1):
         t = time.perf_counter()
-        lr = lr_at(step - 1, tc, total_steps)
+        # On a slow or busy machine the time budget binds first; the decay follows it then.
+        lr = lr_at(step - 1, tc, total_steps, time_used=(t - loop_start) / budget_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sample_batch(train_ids, tc.batch_size, tc.seq_len, sampler).to(accelerator.device)
@@ -137,7 +122,6 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
             stopped_by = "max_minutes"
             break
     bar.close()
-    log_file.close()
 
     # Save: weights, config and tokenizer for from_pretrained; then what was done.
     model = accelerator.unwrap_model(model)
@@ -171,7 +155,7 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
         "threads": threads,
         "precision": tc.precision,
         "vocab_size": len(tokenizer),
-        "corpus": corpus.manifest,
+        "corpus": manifest,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -184,11 +168,39 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
     return out
 
 
-def lr_at(step: int, tc, total_steps: int) -> float:
-    """Linear warmup to tc.lr, then cosine or linear decay to tc.min_lr at the last step."""
+def prepare_data(recipe):
+    """Files -> tokenizer (trained on the training split only) -> two token streams."""
+    tc = recipe.training
+    corpus = collect_corpus(recipe.data)
+    if recipe.tokenizer.train is not None:
+        tokenizer = train_bpe(corpus.train, recipe.tokenizer.train.vocab_size, recipe.model.context_length)
+    else:
+        tokenizer = load_tokenizer(recipe.tokenizer.path)
+    train_ids = torch.from_numpy(encode_documents(tokenizer, corpus.train))
+    val_ids = torch.from_numpy(encode_documents(tokenizer, corpus.val))
+    for split, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < tc.seq_len:
+            raise UsageError(f"data: the {split} split has {len(ids)} tokens, fewer than training.seq_len "
+                             f"({tc.seq_len}); add files or lower training.seq_len")
+    manifest = {**corpus.manifest, "tokens": len(train_ids) + len(val_ids), "val_tokens": len(val_ids)}
+    return tokenizer, train_ids, val_ids, manifest
+
+
+def validation_windows(val_ids: torch.Tensor, tc) -> torch.Tensor:
+    """The same sequences at every evaluation, so val losses compare across steps; spread
+    evenly over the split so that no single held-out file dominates."""
+    n = min(tc.eval_batches * tc.batch_size, len(val_ids) // tc.seq_len)
+    starts = torch.linspace(0, len(val_ids) - tc.seq_len, n).long().tolist()
+    return torch.stack([val_ids[s : s + tc.seq_len] for s in starts])
+
+
+def lr_at(step: int, tc, total_steps: int, time_used: float = 0.0) -> float:
+    """Linear warmup to tc.lr, then cosine or linear decay that reaches tc.min_lr at the
+    last step, or when `time_used` (the share of max_minutes spent) reaches 1, if sooner."""
     if step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     progress = (step - tc.warmup_steps) / max(1, total_steps - 1 - tc.warmup_steps)
+    progress = min(1.0, max(progress, time_used))
     decay = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress
     return tc.min_lr + decay * (tc.lr - tc.min_lr)
 

