@@ -99,3 +99,14 @@ def test_auto_batch_size_backs_off_on_out_of_memory(tiny_phi_dir, monkeypatch):
     requests = humaneval_requests(GenerationConfig(max_new_tokens=8, stop=STOPS), n_docs=12)
     assert texts(model, requests) == texts(load(tiny_phi_dir, 1), requests)
     assert sizes == [12, 6, 3, 3, 3, 3]  # halves the failing batch until it fits, then keeps that size
+
+
+def test_long_prompts_keep_within_the_context(tmp_path):
+    from tiny import make_tiny_phi
+
+    model = load(make_tiny_phi(tmp_path / "short-context", context=64), 4)
+    long_prompt = TASKS["humaneval"].load_docs(None)[0]["prompt"] * 3
+    (_, completion), = model.generate([GenerationRequest(long_prompt, GenerationConfig(max_new_tokens=500))],
+                                      progress=False)
+    # Half the context is kept for the prompt (its last 32 tokens); generation stops at the context's end.
+    assert completion.finish_reason == "length" and completion.n_tokens == 32

@@ -21,14 +21,14 @@ def train_tokenizer(vocab_size: int = 512):
                                    bos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def make_tiny_phi(directory: Path, seed: int = 0, vocab_size: int = 512) -> Path:
+def make_tiny_phi(directory: Path, seed: int = 0, vocab_size: int = 512, context: int = 2048) -> Path:
     import torch
     from transformers import PhiConfig, PhiForCausalLM
 
     tokenizer = train_tokenizer(vocab_size)
     torch.manual_seed(seed)
     config = PhiConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=2048, partial_rotary_factor=0.5,
+                       num_attention_heads=4, max_position_embeddings=context, partial_rotary_factor=0.5,
                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.eos_token_id)
     model = PhiForCausalLM(config).eval()

@@ -147,8 +147,11 @@ class HFModel:
     @torch.no_grad()
     def _generate_batch(self, requests: list[GenerationRequest], encoded: list[list[int]]) -> list[Completion]:
         config = requests[0].config  # a task uses one config for all its requests
-        budget = max(1, self.max_length - config.max_new_tokens)
-        encoded = [ids[-budget:] for ids in encoded]  # left-truncate over-long prompts, as lm-eval does
+        # Left-truncate over-long prompts, as lm-eval does, but always keep half the context for
+        # the prompt; a row stops ("length") when it fills the model's context.
+        budget = self.max_length - min(config.max_new_tokens, self.max_length // 2)
+        encoded = [ids[-budget:] for ids in encoded]
+        new_token_limit = [min(config.max_new_tokens, self.max_length - len(ids)) for ids in encoded]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -167,7 +170,7 @@ class HFModel:
         results: list[Completion | None] = [None] * len(requests)
         last_position = positions[:, -1]
 
-        for step in range(config.max_new_tokens):
+        for _ in range(config.max_new_tokens):
             next_tokens = self._choose(logits, config, [generators[i] for i in alive] if generators else None)
             keep = []
             for row, request_index in enumerate(alive):
@@ -181,7 +184,7 @@ class HFModel:
                     tail = self.tokenizer.decode(tokens[-STOP_WINDOW_TOKENS:], skip_special_tokens=False)
                     if any(s in tail for s in config.stop if s):
                         done_reason = "stop"
-                    elif step == config.max_new_tokens - 1:
+                    elif len(tokens) >= new_token_limit[request_index]:
                         done_reason = "length"
                 if done_reason:
                     results[request_index] = self._finish(tokens, config, done_reason)

@@ -5,7 +5,15 @@
 
 recipe.py holds the schema; corpus.py, tokenizer.py, model.py and loop.py the stages.
 """
-from phi_eval.train.loop import train
 from phi_eval.train.recipe import Recipe, load_recipe
 
 __all__ = ["Recipe", "load_recipe", "train"]
+
+
+def __getattr__(name):
+    # `train` pulls in torch and transformers (seconds); a bad recipe should fail before that.
+    if name == "train":
+        from phi_eval.train.loop import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
