@@ -32,14 +32,18 @@ def phi_eval_outputs(model: HFModel, requests) -> list[str]:
 
 @torch.no_grad()
 def transformers_outputs(model: HFModel, requests, batch_size: int) -> list[str]:
-    """Left-padded batches through model.generate with stop_strings, truncated as lm-eval does."""
+    """Left-padded batches through model.generate with stop_strings, the completion cut at the first
+    stop as lm-eval does. Prompts are left-truncated to the same token budget phi-eval uses."""
     tokenizer, config = model.tokenizer, requests[0].config
     tokenizer.padding_side = "left"
+    budget = model.max_length - min(config.max_new_tokens, model.max_length // 2)
+    max_new_tokens = min(config.max_new_tokens, model.max_length - budget)
     outputs = []
     for start in range(0, len(requests), batch_size):
-        prompts = [r.prompt for r in requests[start:start + batch_size]]
+        prompts = [tokenizer.decode(tokenizer(r.prompt, add_special_tokens=False)["input_ids"][-budget:])
+                   for r in requests[start:start + batch_size]]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        generated = model.model.generate(**batch, max_new_tokens=config.max_new_tokens, do_sample=False,
+        generated = model.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                          stop_strings=list(config.stop), tokenizer=tokenizer,
                                          pad_token_id=model.pad_id)
         for row in generated[:, batch["input_ids"].shape[1]:]:
