@@ -9,8 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.phi-eval-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # This machine's pip lists local package folders that may be absent: drop those warnings.
+    pip() { .venv/bin/pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
     # torch first, pinned, so the dependency resolver keeps the CPU wheel.
-    .venv/bin/pip install -q -c scripts/constraints.txt torch==2.13.0
-    .venv/bin/pip install -q -c scripts/constraints.txt -e ".[dev]"
+    pip install -q -c scripts/constraints.txt torch==2.13.0
+    pip install -q -c scripts/constraints.txt -e ".[dev]"
     touch "$stamp"
 fi

@@ -144,8 +144,40 @@ class HFModel:
             start += len(chunk)
         bar.close()
 
-    @torch.no_grad()
     def _generate_batch(self, requests: list[GenerationRequest], encoded: list[list[int]]) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        for request_index, _, completion in self._decode(requests, encoded):
+            if completion:
+                results[request_index] = completion
+        return results  # type: ignore[return-value]
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield the completion of one request in pieces as it is decoded. The pieces join to the text
+        generate() returns for the same request (same truncation, stops, end of text and seeded sampling);
+        the generator's return value is that Completion.
+
+        Text that could still turn out to be the start of a stop sequence, or half of a multi-byte
+        character, is held back until the next tokens settle it."""
+        stops = [s for s in request.config.stop if s]
+        sent = ""
+        for _, tokens, completion in self._decode([request], [self._encode(request.prompt)]):
+            if completion:
+                break
+            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+            ready = text[:len(text) - _unsettled_tail(text, stops)]
+            # A tokenizer whose decoding of a prefix is not a prefix of the whole waits for the end.
+            if len(ready) > len(sent) and ready.startswith(sent):
+                yield ready[len(sent):]
+                sent = ready
+        if completion.text.startswith(sent) and len(completion.text) > len(sent):
+            yield completion.text[len(sent):]
+        return completion
+
+    @torch.no_grad()
+    def _decode(self, requests: list[GenerationRequest],
+                encoded: list[list[int]]) -> Iterator[tuple[int, list[int], Completion | None]]:
+        """The decoding loop shared by generate() and stream(). After each step it yields, for every row that
+        took part in the step, (request index, the row's new tokens so far, its Completion once finished)."""
         config = requests[0].config  # a task uses one config for all its requests
         # Left-truncate over-long prompts, as lm-eval does, but always keep half the context for
         # the prompt; a row stops ("length") when it fills the model's context.
@@ -167,7 +199,6 @@ class HFModel:
         logits, cache = self._step(input_ids, attention, positions, None)
         alive = list(range(len(requests)))  # batch row -> request index
         generated: list[list[int]] = [[] for _ in requests]
-        results: list[Completion | None] = [None] * len(requests)
         last_position = positions[:, -1]
 
         for _ in range(config.max_new_tokens):
@@ -186,12 +217,12 @@ class HFModel:
                         done_reason = "stop"
                     elif len(tokens) >= new_token_limit[request_index]:
                         done_reason = "length"
-                if done_reason:
-                    results[request_index] = self._finish(tokens, config, done_reason)
-                else:
+                completion = self._finish(tokens, config, done_reason) if done_reason else None
+                yield request_index, tokens, completion
+                if not completion:
                     keep.append(row)
             if not keep:
-                break
+                return
             if len(keep) < len(alive):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
@@ -200,7 +231,6 @@ class HFModel:
             attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=1)
             last_position = last_position + 1
             logits, cache = self._step(next_tokens[:, None], attention, last_position[:, None], cache)
-        return results  # type: ignore[return-value]
 
     def _step(self, input_ids, attention, positions, cache):
         """One forward pass; returns the last position's logits and the updated KV cache."""
@@ -265,3 +295,11 @@ class HFModel:
                 total = float(span.gather(-1, target[:, None]).sum())
                 results[i] = (total, bool((span.argmax(-1) == target).all()))
         return results
+
+
+def _unsettled_tail(text: str, stops: list[str]) -> int:
+    """How many characters at the end of `text` the next tokens may still change: the start of a stop
+    sequence (the text would be cut there) or an unfinished multi-byte character (decoded as U+FFFD)."""
+    tail = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
+    unfinished = len(text) - len(text.rstrip("\ufffd"))
+    return max(tail, unfinished)
