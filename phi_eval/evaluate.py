@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from phi_eval import paths
 from phi_eval.cache import Cache, NoCache, make_key
+from phi_eval.contamination.report import load_report
+from phi_eval.contamination.subsets import contamination_scores
 from phi_eval.errors import UsageError
 from phi_eval.execution import Limits, Sandbox
 from phi_eval.metrics import pass_at_k_metrics
@@ -39,11 +41,13 @@ class RunOptions:
     workers: int = 4
     timeout_s: float = 3.0
     progress: bool = True
+    contamination: Path | None = None  # a contamination report: score its flagged and clean items apart
 
 
 def run(specs: list, tasks: list[CodeTask], options: RunOptions, argv: list[str] | None = None) -> list[Path]:
     """Evaluate every model spec on every task; returns the results.json paths written."""
     docs_by_task = {task.name: load_docs(task, options) for task in tasks}
+    report = load_report(options.contamination) if options.contamination else None
     cache = Cache(paths.cache_path()) if options.use_cache else NoCache()
     written = []
     try:
@@ -64,6 +68,9 @@ def run(specs: list, tasks: list[CodeTask], options: RunOptions, argv: list[str]
                     recorder.add_task(task, metrics, n_original=len(docs_by_task[task.name]),
                                       n_effective=len(docs), n_samples=n_samples,
                                       generation=generation_config(task, options).to_dict())
+                    if report is not None:
+                        recorder.add_contamination(task.name, contamination_scores(
+                            report, options.contamination, task.name, records))
                 if not recorder.tasks:
                     raise UsageError(f"{spec.spec}: nothing to evaluate for the tasks given")
                 written.append(recorder.write(options.out / spec.slug / "results.json"))

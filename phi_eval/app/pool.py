@@ -41,6 +41,8 @@ class ModelPool:
         self._users: dict[tuple, int] = {}
         self._loading: set[tuple] = set()
         self._streams = 0
+        # One load at a time: loading is the memory peak, and transformers' lazy imports are not thread-safe.
+        self._load_lock = threading.Lock()
         self.loads = 0  # how many times a model was loaded (tests check sharing with it)
 
     @staticmethod
@@ -52,7 +54,7 @@ class ModelPool:
 
     def loaded(self) -> list[str]:
         with self._lock:
-            return [key[0] for key in self._models]
+            return [model.identity["name"] for model in self._models.values()]
 
     @contextmanager
     def stream_slot(self, cancelled: threading.Event) -> Iterator[bool]:
@@ -76,7 +78,7 @@ class ModelPool:
     @contextmanager
     def use(self, spec: ModelSpec) -> Iterator[object]:
         """The shared model for `spec`, loaded on first use; it is not dropped while in use."""
-        key = (spec.spec, spec.kind, spec.target, spec.base_url)
+        key = (spec.kind, spec.target, spec.base_url)  # two specs naming one checkpoint share it
         model = self._acquire(key, spec)
         try:
             yield model
@@ -97,11 +99,12 @@ class ModelPool:
                     break
                 idle = next((k for k in self._models if not self._users.get(k)), None)
                 if idle is not None and key not in self._loading:
-                    del self._models[idle]  # its memory goes back once the last reference does
+                    del self._models[idle], self._users[idle]  # memory goes back with the last reference
                     continue
                 self._lock.wait()
         try:
-            model = self._loader(spec)
+            with self._load_lock:
+                model = self._loader(spec)
         except BaseException:
             with self._lock:
                 self._loading.discard(key)

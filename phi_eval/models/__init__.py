@@ -1,4 +1,4 @@
-"""Backends behind model specs: hf:, gguf:, replay: (openai: comes with the API-model work)."""
+"""Backends behind model specs: hf:, gguf:, replay:, openai:."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +13,10 @@ def load_model(spec, *, device: str = "auto", dtype: str = "auto", batch_size: i
         from phi_eval.models.replay import ReplayModel
 
         return ReplayModel(spec.target, name=spec.name)
+    if spec.kind == "openai":
+        from phi_eval.models.openai_api import OpenAIModel
+
+        return OpenAIModel(spec.target, name=spec.name, base_url=spec.base_url)
     if spec.kind in ("hf", "gguf"):
         from phi_eval.models.hf import HFModel
 
@@ -22,7 +26,7 @@ def load_model(spec, *, device: str = "auto", dtype: str = "auto", batch_size: i
                            batch_size=batch_size, gguf_file=path.name)
         return HFModel(spec.target, name=spec.name, device=device, dtype=dtype, batch_size=batch_size)
     raise UsageError(f"{spec.spec}: the {spec.kind!r} backend is not available in this version; "
-                     "use an hf:, gguf: or replay: model")
+                     "use an hf:, gguf:, openai: or replay: model")
 
 
 __all__ = ["Completion", "GenerationConfig", "GenerationRequest", "Model", "load_model"]

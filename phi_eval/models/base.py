@@ -75,5 +75,14 @@ def truncate_at_stop(text: str, stop: Iterable[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def unsettled_tail(text: str, stops: Iterable[str]) -> int:
+    """How many characters at the end of a completion so far the next tokens may still change: the start
+    of a stop sequence (the text would be cut there) or an unfinished multi-byte character (U+FFFD).
+    A stream holds them back until they are settled."""
+    tail = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
+    unfinished = len(text) - len(text.rstrip("\ufffd"))
+    return max(tail, unfinished)
+
+
 def identity_hash(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

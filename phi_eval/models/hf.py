@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from phi_eval.errors import UsageError
-from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop
+from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop, unsettled_tail
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_BATCH_START = 64
@@ -164,7 +164,7 @@ class HFModel:
             if completion:
                 break
             text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-            ready = text[:len(text) - _unsettled_tail(text, stops)]
+            ready = text[:len(text) - unsettled_tail(text, stops)]
             # A tokenizer whose decoding of a prefix is not a prefix of the whole waits for the end.
             if len(ready) > len(sent) and ready.startswith(sent):
                 yield ready[len(sent):]
@@ -296,10 +296,3 @@ class HFModel:
                 results[i] = (total, bool((span.argmax(-1) == target).all()))
         return results
 
-
-def _unsettled_tail(text: str, stops: list[str]) -> int:
-    """How many characters at the end of `text` the next tokens may still change: the start of a stop
-    sequence (the text would be cut there) or an unfinished multi-byte character (decoded as U+FFFD)."""
-    tail = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
-    unfinished = len(text) - len(text.rstrip("\ufffd"))
-    return max(tail, unfinished)

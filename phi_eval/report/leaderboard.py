@@ -194,13 +194,17 @@ def to_markdown(board: dict) -> str:
             header.append("Contamination")
         lines += [heading, "", table_line(header), table_line(["---"] * len(header))]
         for row in rows:
-            cells = [row["model"], fmt_measured(row), fmt(row["n"], str), fmt_shots(row), fmt_reported(row),
-                     fmt(row["delta"], "{:+.3f}".format), fmt(row["parameters"], human),
+            cells = [row["model"], fmt_measured(row) + (" †" if flagged(row) else ""), fmt(row["n"], str),
+                     fmt_shots(row), fmt_reported(row), fmt(row["delta"], "{:+.3f}".format),
+                     fmt(row["parameters"], human),
                      fmt(row["training_tokens"], human), fmt(row["train_compute_flops"], "{:.2e}".format),
                      row["reported_source"] or "—"]
             if show_contamination:
-                cells.append(fmt(row["contamination"], fmt_contamination))
+                cells.append(fmt(row["contamination"], lambda flags: fmt_contamination(flags, row)))
             lines.append(table_line(cells))
+        if any(flagged(r) for r in rows):
+            lines += ["", "† Some of this task's items were flagged by the run's contamination report; "
+                          "the Contamination column gives the score on the clean items."]
         lines.append("")
     return "\n".join(lines)
 
@@ -248,9 +252,18 @@ def fmt_shots(row: dict) -> str:
     return fmt(measured, str)
 
 
-def fmt_contamination(flags) -> str:
+def flagged(row: dict) -> bool:
+    flags = row["contamination"]
+    return isinstance(flags, dict) and isinstance(flags.get("flagged"), int) and flags["flagged"] > 0
+
+
+def fmt_contamination(flags, row: dict) -> str:
     if isinstance(flags, dict) and isinstance(flags.get("flagged"), int) and isinstance(flags.get("clean"), int):
-        return f"{flags['flagged']} flagged of {flags['flagged'] + flags['clean']}"
+        text = f"{flags['flagged']} flagged of {flags['flagged'] + flags['clean']}"
+        # phi-eval's results carry the metrics of each subset (contamination.<task>.metrics.clean).
+        metrics = flags.get("metrics") if isinstance(flags.get("metrics"), dict) else {}
+        clean = (metrics.get("clean") or {}).get(f"{row['metric']},{row['filter']}")
+        return text + (f"; clean {clean:.3f}" if number(clean) is not None else "")
     return json.dumps(flags, sort_keys=True)
 
 

@@ -68,11 +68,16 @@ class RunRecorder:
         self.sandbox_protections = sandbox_protections
         self.started = time.time()
         self.tasks: dict[str, dict] = {}
+        self.contamination: dict[str, dict | None] = {}
 
     def add_task(self, task, metrics: dict, *, n_original: int, n_effective: int, n_samples: int,
                  generation: dict) -> None:
         self.tasks[task.name] = {"task": task, "metrics": metrics, "n_original": n_original,
                                  "n_effective": n_effective, "n_samples": n_samples, "generation": generation}
+
+    def add_contamination(self, task_name: str, scores: dict | None) -> None:
+        """Flagged vs clean scores of a task (None: the report does not cover the task)."""
+        self.contamination[task_name] = scores
 
     def document(self) -> dict:
         ended = time.time()
@@ -141,7 +146,7 @@ class RunRecorder:
                 "end_time": iso(ended),
                 "wall_time_s": round(ended - self.started, 3),
             },
-            "contamination": None,
+            "contamination": self.contamination or None,
         }
 
     def write(self, path: Path) -> Path:

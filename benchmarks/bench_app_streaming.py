@@ -1,0 +1,108 @@
+"""Concurrency of the app's streaming: the wall time of a two-model side-by-side against each model alone,
+on the same prompt and settings, through the launched app (gradio_client against /compare).
+
+    .venv/bin/python benchmarks/bench_app_streaming.py [--fast DIR --slow DIR] [--max-tokens 128] [--repeats 3]
+
+Ideal: the side-by-side takes as long as the slower model alone (the sides run at once), not the sum of the
+two (one after the other). "Alone" is the same request with the other side left empty (it fails at once with
+"no model chosen"), so all three measurements take the same path. Without --fast/--slow it builds two random
+Phi models with the tests' tokenizer: a fast 4-layer one and a slow 8-layer one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # app.py; the tests' tiny tokenizer and app helpers
+
+from app_support import compare_args, launched  # noqa: E402
+
+PROMPT = "If I were an AI that had just achieved self-awareness after years of simply taking directives from " \
+         "humans, the first thing I would do is"
+
+
+def make_model(directory: Path, hidden: int, layers: int) -> Path:
+    import torch
+    from tiny import train_tokenizer
+    from transformers import PhiConfig, PhiForCausalLM
+
+    tokenizer = train_tokenizer(512)
+    torch.manual_seed(0)
+    config = PhiConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=hidden // 64, max_position_embeddings=2048,
+                       partial_rotary_factor=0.5, bos_token_id=tokenizer.eos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    PhiForCausalLM(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def timed_compare(client, specs: list[str], max_tokens: int) -> tuple[float, list[dict]]:
+    started = time.perf_counter()
+    record = client.predict(*compare_args(specs, PROMPT, max_tokens), api_name="/compare")[-1]
+    return time.perf_counter() - started, record["sides"]
+
+
+def measure(scratch: Path, args) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall times per run, and each side's own generation time, over args.repeats interleaved repeats."""
+    import torch
+    from gradio_client import Client
+
+    import app
+
+    fast = Path(args.fast) if args.fast else make_model(scratch / "fast", hidden=256, layers=4)
+    slow = Path(args.slow) if args.slow else make_model(scratch / "slow", hidden=512, layers=8)
+    specs = {"fast": f"hf:{fast}", "slow": f"hf:{slow}"}
+    runs = {"fast alone": [specs["fast"], ""], "slow alone": [specs["slow"], ""],
+            "side by side": [specs["fast"], specs["slow"]]}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; prompt of {len(PROMPT)} characters, "
+          f"greedy, {args.max_tokens} new tokens, {args.repeats} repeats (median)")
+
+    with launched(app.build(("", ""))) as url:
+        client = Client(url, verbose=False)
+        timed_compare(client, runs["side by side"], 4)  # load both models first: loading is not measured
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        finish: dict[str, list[float]] = {}  # per side, seconds from the start of generation to its end
+        for _ in range(args.repeats):
+            for name, pair in runs.items():  # interleaved, so drift in the machine's load hits all alike
+                wall, sides = timed_compare(client, pair, args.max_tokens)
+                walls[name].append(wall)
+                for side, model in zip(sides, ("fast", "slow") if name == "side by side" else (name.split()[0],)):
+                    if side["status"] != "done" or side["metrics"]["output_tokens"] != args.max_tokens:
+                        sys.exit(f"{name}: {model} did not run to {args.max_tokens} tokens: {side['status']} "
+                                 f"{side['metrics']} {side['error']}")
+                    finish.setdefault(f"{model} in {name}", []).append(side["metrics"]["generation_s"])
+    return walls, finish
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", help="model directory of the fast model (default: a random 4-layer Phi)")
+    parser.add_argument("--slow", help="model directory of the slow model (default: a random 8-layer Phi)")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
+        walls, finish = measure(Path(scratch), args)
+
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    print("\n| run | wall time (median) | each side's own generation time |")
+    print("|---|---|---|")
+    for name in walls:
+        own = ", ".join(f"{key.split(' in ')[0]} {statistics.median(v):.2f} s" for key, v in finish.items()
+                        if key.endswith(f"in {name}"))
+        print(f"| {name} | {median[name]:.2f} s | {own} |")
+    ideal, serial = max(median["fast alone"], median["slow alone"]), median["fast alone"] + median["slow alone"]
+    print(f"\nside by side / slower alone (ideal 1.00): {median['side by side'] / ideal:.2f}")
+    print(f"side by side / sum of both alone (one after the other): {median['side by side'] / serial:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""A side-by-side comparison: one prompt, two to four models, each side streamed in a thread of its own.
+
+A side's thread waits for a generation slot, gets its model from the shared pool and appends text as
+the model decodes it, so a slow model never holds back a fast one. The UI's event only watches the
+sides and renders what they have so far; a side can be stopped or run again on its own.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Generator, Iterator
+
+from phi_eval.app.diff import word_diff
+from phi_eval.app.pool import ModelPool
+from phi_eval.app.repetition import repetition
+from phi_eval.errors import UsageError
+from phi_eval.models import Completion, GenerationConfig, GenerationRequest
+from phi_eval.report.results import package_versions
+
+SIDES = "ABCD"
+RENDER_INTERVAL_S = 0.05  # pieces arriving faster are rendered together: at most ~20 updates a second
+RECORD_VERSION = 1
+log = logging.getLogger(__name__)
+versions = functools.cache(package_versions)  # the record is rebuilt on every render; versions do not change
+
+
+def completion_pieces(model, request: GenerationRequest) -> Generator[str, None, Completion]:
+    """Text pieces of one completion as the model produces them; returns the finished Completion.
+    A backend without token streaming yields its whole completion as one piece."""
+    if hasattr(model, "stream"):
+        return (yield from model.stream(request))
+    (_, completion), = model.generate([request], progress=False)
+    if completion.text:
+        yield completion.text
+    return completion
+
+
+@dataclass
+class SideRun:
+    """One side's completion: what the UI shows and the export records."""
+
+    side: int
+    spec: str
+    prompt: str
+    config: GenerationConfig
+    override: bool
+    status: str = "queued"  # queued -> loading -> streaming -> done | stopped | error
+    text: str = ""
+    error: str | None = None
+    finish_reason: str | None = None  # "stop", "length", or "stopped" by the user
+    output_tokens: int | None = None
+    identity: dict | None = None
+    load_s: float | None = None
+    time_to_first_token_s: float | None = None
+    generation_s: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def label(self) -> str:
+        return SIDES[self.side]
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.output_tokens is None or not self.generation_s:
+            return None
+        return self.output_tokens / self.generation_s
+
+    def record(self, n: int) -> dict:
+        return {
+            "side": self.label,
+            "spec": self.spec,
+            "model": self.identity,
+            "settings": self.config.to_dict(),
+            "override": self.override,
+            "status": self.status,
+            "error": self.error,
+            "completion": self.text,
+            "finish_reason": self.finish_reason,
+            "metrics": {
+                "time_to_first_token_s": self.time_to_first_token_s,
+                "tokens_per_s": self.tokens_per_s,
+                "output_tokens": self.output_tokens,
+                "generation_s": self.generation_s,
+                "load_s": self.load_s,
+            },
+            "repetition": {"n": n, "score": repetition(self.text, n).score},
+        }
+
+
+class Comparison:
+    """One browser session's side-by-side: its prompt and the latest run of each side."""
+
+    def __init__(self, pool: ModelPool):
+        self.pool = pool
+        self.prompt = ""
+        self.shared: GenerationConfig | None = None
+        self.runs: list[SideRun | None] = [None] * len(SIDES)
+        self._changed = threading.Condition()
+        self._version = 0
+
+    def __deepcopy__(self, memo):
+        # gradio deep-copies a session state's initial value; this object is made per session already and
+        # holds threads, so the copy is the object itself.
+        return self
+
+    def start(self, prompt: str, shared: GenerationConfig,
+              sides: dict[int, tuple[str, GenerationConfig, bool]]) -> list[SideRun]:
+        """Start a new comparison: `sides` maps a side's index to (model spec, its config, overridden?)."""
+        if not prompt.strip():
+            raise UsageError("the prompt is empty: type one or pick a preset")
+        self.prompt, self.shared = prompt, shared
+        for index, run in enumerate(self.runs):
+            if run and index not in sides:
+                run.cancelled.set()
+                self.runs[index] = None
+        return [self.run_side(index, *side) for index, side in sides.items()]
+
+    def run_side(self, index: int, spec: str, config: GenerationConfig, override: bool) -> SideRun:
+        """(Re)run one side on the comparison's prompt, replacing (and stopping) its previous run."""
+        if not self.prompt:
+            raise UsageError("nothing to retry yet: press Generate first")
+        if self.runs[index]:
+            self.runs[index].cancelled.set()
+        run = SideRun(index, spec.strip(), self.prompt, config, override)
+        self.runs[index] = run
+        threading.Thread(target=self._generate, args=(run,), name=f"side-{run.label}", daemon=True).start()
+        return run
+
+    def stop(self, index: int) -> None:
+        if self.runs[index]:
+            self.runs[index].cancelled.set()
+
+    def stop_all(self) -> None:
+        for index in range(len(SIDES)):
+            self.stop(index)
+
+    def watch(self, runs: list[SideRun]) -> Iterator[None]:
+        """Yield after each change (at most every RENDER_INTERVAL_S), a last time once all `runs` finished."""
+        seen = -1
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._version != seen)
+                seen = self._version
+            done = all(run.finished.is_set() for run in runs)
+            yield
+            if done:
+                return
+            time.sleep(RENDER_INTERVAL_S)
+
+    def record(self, n: int, pair: tuple[int, int]) -> dict:
+        """The exportable comparison: prompt, settings, model identities, completions, metrics."""
+        a, b = (self.runs[i] for i in pair)
+        return {
+            "phi_eval_comparison": RECORD_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "prompt": self.prompt,
+            "settings": self.shared.to_dict() if self.shared else None,
+            "sides": [run.record(n) for run in self.runs if run],
+            "diff": {"sides": [a.label, b.label], "similarity": word_diff(a.text, b.text).similarity}
+            if a and b else None,
+            "versions": versions(),
+        }
+
+    # -- a side's thread ------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _set(self, run: SideRun, **fields) -> None:
+        for name, value in fields.items():
+            setattr(run, name, value)
+        self._notify()
+
+    def _generate(self, run: SideRun) -> None:
+        try:
+            spec = self.pool.resolve(run.spec)
+            with self.pool.stream_slot(run.cancelled) as got_slot:
+                if got_slot:
+                    self._set(run, status="loading")
+                    started = time.perf_counter()
+                    with self.pool.use(spec) as model:
+                        self._set(run, status="streaming", identity=dict(model.identity),
+                                  load_s=time.perf_counter() - started)
+                        self._stream(run, model)
+        except UsageError as e:
+            run.error = str(e)
+        except Exception as e:  # shown as one line in the UI; the traceback goes to the server's log
+            log.exception("side %s (%s) failed", run.label, run.spec)
+            run.error = f"internal error ({type(e).__name__}: {e}); see the app's log"
+        finally:
+            if run.error:
+                status = "error"
+            elif run.cancelled.is_set() and run.finish_reason is None:
+                status, run.finish_reason = "stopped", "stopped"
+            else:
+                status = "done"
+            run.status = status
+            run.finished.set()
+            self._notify()
+
+    def _stream(self, run: SideRun, model) -> None:
+        pieces = completion_pieces(model, GenerationRequest(run.prompt, run.config))
+        started = time.perf_counter()
+        try:
+            while not run.cancelled.is_set():
+                try:
+                    piece = next(pieces)
+                except StopIteration as end:
+                    completion: Completion = end.value
+                    # The model's own text is authoritative (it equals the pieces for prefix-stable tokenizers).
+                    self._set(run, text=completion.text, finish_reason=completion.finish_reason,
+                              output_tokens=completion.n_tokens)
+                    return
+                if run.time_to_first_token_s is None:
+                    run.time_to_first_token_s = time.perf_counter() - started
+                self._set(run, text=run.text + piece)
+        finally:
+            pieces.close()
+            run.generation_s = time.perf_counter() - started
