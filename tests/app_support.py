@@ -73,3 +73,13 @@ def write_leaderboard(path: Path) -> Path:
             "contamination": contamination}))
     write_json(build_leaderboard([out]), path)
     return path
+
+
+def streamed(model, request):
+    """(pieces, the stream's returned Completion)."""
+    pieces, stream = [], model.stream(request)
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as end:
+            return pieces, end.value

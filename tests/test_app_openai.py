@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app_support import compare_args, launched
+from app_support import compare_args, launched, streamed
 from phi_eval.errors import UsageError
 from phi_eval.models import GenerationConfig, GenerationRequest, load_model
 from phi_eval.zoo import parse_model_spec
@@ -69,14 +69,6 @@ def base_url():
 def model_at(url):
     return load_model(parse_model_spec(f"openai:fake-model@{url}"))
 
-
-def streamed(model, request):
-    pieces, stream = [], model.stream(request)
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as end:
-            return pieces, end.value
 
 
 def test_stream_and_generate_agree_and_settings_reach_the_server(base_url):

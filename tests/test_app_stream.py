@@ -2,6 +2,7 @@
 generate() returns for the same request (greedy and seeded sampling, stops, end of text, max tokens)."""
 import pytest
 
+from app_support import streamed
 from phi_eval.models.base import GenerationConfig, GenerationRequest, unsettled_tail
 from phi_eval.models.hf import HFModel
 from phi_eval.tasks import TASKS
@@ -17,15 +18,6 @@ def model(tiny_phi_dir):
 def prompts(n=12):
     return [doc["prompt"] for doc in TASKS["humaneval"].load_docs(None)[:n]]
 
-
-def streamed(model, request):
-    """(pieces, the stream's returned Completion)."""
-    pieces, stream = [], model.stream(request)
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as end:
-            return pieces, end.value
 
 
 def check_equal_to_generate(model, requests):
