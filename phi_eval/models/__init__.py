@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phi_eval.errors import UsageError
 from phi_eval.models.base import Completion, GenerationConfig, GenerationRequest, Model
 
 
@@ -17,16 +16,12 @@ def load_model(spec, *, device: str = "auto", dtype: str = "auto", batch_size: i
         from phi_eval.models.openai_api import OpenAIModel
 
         return OpenAIModel(spec.target, name=spec.name, base_url=spec.base_url)
-    if spec.kind in ("hf", "gguf"):
-        from phi_eval.models.hf import HFModel
+    from phi_eval.models.hf import HFModel  # hf: and gguf: (parse_model_spec yields no other kind)
 
-        if spec.kind == "gguf":
-            path = Path(spec.target)
-            return HFModel(str(path.parent), name=spec.name, device=device, dtype=dtype,
-                           batch_size=batch_size, gguf_file=path.name)
-        return HFModel(spec.target, name=spec.name, device=device, dtype=dtype, batch_size=batch_size)
-    raise UsageError(f"{spec.spec}: the {spec.kind!r} backend is not available in this version; "
-                     "use an hf:, gguf:, openai: or replay: model")
-
+    if spec.kind == "gguf":
+        path = Path(spec.target)
+        return HFModel(str(path.parent), name=spec.name, device=device, dtype=dtype,
+                       batch_size=batch_size, gguf_file=path.name)
+    return HFModel(spec.target, name=spec.name, device=device, dtype=dtype, batch_size=batch_size)
 
 __all__ = ["Completion", "GenerationConfig", "GenerationRequest", "Model", "load_model"]
