@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 
 FILTERS = ("all", "passed", "failed", "differs")
 SAMPLES_GLOB = "samples_*.jsonl"
@@ -118,18 +119,11 @@ def _model_name(model_dir: Path) -> str:
 
 def _read_samples(path: Path) -> list[dict]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict) or "doc_id" not in record:
-                raise UsageError(f"{path}:{number} is not a sample record (a JSON object with doc_id); "
-                                 "re-run `phi-eval run` for that model")
-            records.append(record)
+    for where, record in json_objects(path):
+        if record is None or "doc_id" not in record:
+            raise UsageError(f"{where} is not a sample record (a JSON object with doc_id); "
+                             "re-run `phi-eval run` for that model")
+        records.append(record)
     return records
 
 

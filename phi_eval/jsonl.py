@@ -1,0 +1,22 @@
+"""JSON Lines files whose bad lines must be named: one reader for samples, runs and corpora."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Iterator
+
+
+def json_objects(path: Path) -> Iterator[tuple[str, dict | None]]:
+    """("FILE:LINE", the line's JSON object) for every non-blank line, None where the line is not
+    a JSON object (so the caller can say what it expected). Files ending in .gz are decompressed."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            yield f"{path}:{number}", record if isinstance(record, dict) else None
