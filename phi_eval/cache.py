@@ -53,6 +53,12 @@ class Cache:
             self._db.execute("INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)",
                              (namespace, key, json.dumps(value)))
 
+    def put_many(self, namespace: str, items: list[tuple[str, object]]) -> None:
+        """Many entries in one transaction."""
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)",
+                                 [(namespace, key, json.dumps(value)) for key, value in items])
+
     def close(self) -> None:
         self._db.close()
 
@@ -64,6 +70,9 @@ class NoCache:
         return {}
 
     def put(self, namespace: str, key: str, value) -> None:
+        pass
+
+    def put_many(self, namespace: str, items: list[tuple[str, object]]) -> None:
         pass
 
     def close(self) -> None:

@@ -62,7 +62,8 @@ def iso(timestamp: float) -> str:
 class RunRecorder:
     """Collects one model's task results and writes its results.json."""
 
-    def __init__(self, spec, model, options, argv: list[str] | None, sandbox_protections: dict):
+    def __init__(self, spec, model, options, argv: list[str] | None, sandbox_protections):
+        """sandbox_protections: a callable returning what the sandbox applied (None: nothing was executed)."""
         self.spec, self.model, self.options = spec, model, options
         self.argv = argv
         self.sandbox_protections = sandbox_protections
@@ -141,7 +142,7 @@ class RunRecorder:
                 "hardware": hardware(),
                 "command": self.argv,
                 "sandbox": {"workers": options.workers, "timeout_s": options.timeout_s,
-                            "protections": self.sandbox_protections},
+                            "protections": self.sandbox_protections()},
                 "start_time": iso(self.started),
                 "end_time": iso(ended),
                 "wall_time_s": round(ended - self.started, 3),

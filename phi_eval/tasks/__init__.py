@@ -4,11 +4,11 @@ from __future__ import annotations
 import difflib
 
 from phi_eval.errors import UsageError
-from phi_eval.tasks.base import CodeTask
+from phi_eval.tasks.base import Task
 from phi_eval.tasks.humaneval import HUMANEVAL
 from phi_eval.tasks.mbpp import MBPP_TASK
 
-TASKS: dict[str, CodeTask] = {task.name: task for task in (HUMANEVAL, MBPP_TASK)}
+TASKS: dict[str, Task] = {task.name: task for task in (HUMANEVAL, MBPP_TASK)}
 
 # Groups name every task of the design; a group expands to those this version provides.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -22,7 +22,7 @@ GROUPS["phi"] = tuple(name for group in GROUPS.values() for name in group)
 PLANNED = set(GROUPS["phi"]) - set(TASKS)
 
 
-def resolve_tasks(spec: str) -> list[CodeTask]:
+def resolve_tasks(spec: str) -> list[Task]:
     """"humaneval,code" -> task objects, in order, without duplicates."""
     names: list[str] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
