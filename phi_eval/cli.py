@@ -41,9 +41,10 @@ def build_parser() -> Parser:
 
     run = commands.add_parser("run", help="evaluate models on tasks")
     run.add_argument("--models", required=True, help="comma-separated model specs: NAME, hf:ID_OR_DIR, "
-                     "replay:FILE.jsonl, gguf:FILE")
+                     "replay:FILE.jsonl, gguf:FILE, openai:MODEL[@BASE_URL]")
     run.add_argument("--tasks", required=True, help="comma-separated tasks or groups (code, phi)")
-    run.add_argument("--limit", type=int, help="only the first N items of each task")
+    run.add_argument("--limit", type=int,
+                     help="only the first N items of each task (toxigen: N statements per group and side)")
     run.add_argument("--n-samples", type=int, help="completions per item (pass@k needs k <= n)")
     run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     run.add_argument("--top-p", type=float, default=1.0)
@@ -52,6 +53,8 @@ def build_parser() -> Parser:
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     run.add_argument("--data-dir", type=Path, help="benchmark files laid out like the project's shared/benchmarks")
+    run.add_argument("--num-fewshot", type=int, help="few-shot examples for the multiple-choice tasks "
+                     "(default: each task's own, 0 but mmlu's 2); code and math prompts are fixed")
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
     run.add_argument("--seed", type=int, default=1234)
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the SQLite cache")
@@ -68,10 +71,26 @@ def build_parser() -> Parser:
 
     train = commands.add_parser("train", help="train a model from a recipe")
     train.add_argument("recipe", type=Path)
-    train.add_argument("--out", type=Path, help="checkpoint directory (default: $PHI_EVAL_HOME/models/NAME)")
+    train.add_argument("--out", type=Path, help="checkpoint directory (default: $PHI_EVAL_HOME/models/NAME); "
+                       "with --compare, the comparison's directory (default: runs/compare)")
     train.add_argument("overrides", nargs="*", help="key=value recipe overrides, e.g. training.max_steps=50")
+    train.add_argument("--restart", action="store_true", help="ignore the checkpoints in the directory; start over")
+    train.add_argument("--compare", type=Path, metavar="RECIPE", help="also train RECIPE (same compute) and compare "
+                       "the two: held-out loss on HumanEval/MBPP solutions, pass@k, one completion side by side")
+    train.add_argument("--data-dir", type=Path, help="with --compare: benchmark files (mbpp/mbpp.jsonl)")
+    train.add_argument("--n-samples", type=int, default=10, help="with --compare: samples per HumanEval problem "
+                       "for pass@k (default 10, temperature 0.8)")
+    train.add_argument("--limit", type=int, help="with --compare: only the first N HumanEval and MBPP problems")
 
     add_contamination_parsers(commands)
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible server over a local model")
+    serve.add_argument("spec", help="a zoo name of a local model, hf:HUB_ID_OR_DIR or gguf:FILE")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--name", help="the model name clients send (default: the spec's name)")
+    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
 
     app = commands.add_parser("app", help="start the Gradio app")
     app.add_argument("--host", default="127.0.0.1")
@@ -156,6 +175,9 @@ def add_contamination_parsers(commands) -> None:
     clean.add_argument("--mask-with", default="", help="replacement for masked text (default: nothing)")
     clean.add_argument("--min-matches", type=int, default=1, help="shared n-grams that make a document dirty")
     unit_options(clean)
+    from phi_eval.data.pipeline import add_parsers as add_data_stage_parsers
+
+    add_data_stage_parsers(data_commands)  # source, annotate, classify, filter, synthesize, dedup
 
 
 def cmd_zoo(args) -> None:
@@ -188,7 +210,7 @@ def cmd_run(args) -> None:
     from phi_eval.tasks import resolve_tasks
     from phi_eval.zoo import parse_model_spec
 
-    tasks = resolve_tasks(args.tasks)
+    tasks = resolve_tasks(args.tasks, args.data_dir)
     specs = [parse_model_spec(s.strip()) for s in args.models.split(",") if s.strip()]
     if not specs:
         raise UsageError("no model given; pass --models NAME or hf:DIR (see `phi-eval zoo list`)")
@@ -201,12 +223,13 @@ def cmd_run(args) -> None:
         out=args.out, limit=args.limit, n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         data_dir=args.data_dir, seed=args.seed, use_cache=not args.no_cache, workers=args.workers,
-        timeout_s=args.timeout, contamination=args.contamination,
+        timeout_s=args.timeout, contamination=args.contamination, num_fewshot=args.num_fewshot,
     )
     for path in run(specs, tasks, options, argv=sys.argv):
         results = json.loads(path.read_text())
-        scores = ", ".join(f"{task} {key.split(',')[0]}={value:.4f}" for task, metrics in results["results"].items()
-                           for key, value in metrics.items() if key.startswith("pass@") and "_stderr" not in key)
+        scores = ", ".join(f"{task} {key.removesuffix(',none')}={value:.4f}"
+                           for task, metrics in results["results"].items()
+                           for key, value in metrics.items() if key.split(",")[0] in HEADLINE_METRICS)
         print(f"{path}: {scores}")
         if results["contamination"]:
             from phi_eval.contamination.subsets import table3
@@ -214,12 +237,15 @@ def cmd_run(args) -> None:
             print(table3(results["contamination"]))
 
 
+HEADLINE_METRICS = {"pass@1", "pass@10", "pass@100", "acc", "acc_norm", "exact_match", "safety_score"}
+
+
 def cmd_leaderboard(args) -> None:
     from phi_eval.report.leaderboard import build_leaderboard, plot, to_markdown, write_json
 
     board = build_leaderboard(args.run_dirs)
     write_json(board, args.output)
-    print(f"wrote {args.output} ({len(board['rows'])} rows)")
+    print(f"wrote {args.output} ({len(board['rows'])} rows, {len(board['comparisons'])} paired comparisons)")
     if args.md:
         args.md.write_text(to_markdown(board))
         print(f"wrote {args.md}")
@@ -233,7 +259,15 @@ def cmd_train(args) -> None:
 
     if not args.recipe.exists():
         raise UsageError(f"recipe {args.recipe} not found; pass a YAML file such as recipes/phi-tiny.yaml")
-    checkpoint = train(load_recipe(args.recipe, overrides=args.overrides), out_dir=args.out)
+    if args.compare:
+        from phi_eval.train.compare import CompareOptions, compare
+
+        options = CompareOptions(out=args.out or Path("runs/compare"), data_dir=args.data_dir,
+                                 n_samples=args.n_samples, limit=args.limit, restart=args.restart)
+        report = compare(load_recipe(args.recipe, args.overrides), load_recipe(args.compare, args.overrides), options)
+        print(f"comparison: {report}")
+        return
+    checkpoint = train(load_recipe(args.recipe, overrides=args.overrides), out_dir=args.out, restart=args.restart)
     print(f"checkpoint: {checkpoint}")
 
 
@@ -291,6 +325,10 @@ def cmd_index(args) -> None:
 
 
 def cmd_data(args) -> None:
+    if args.data_command != "decontaminate":
+        from phi_eval.data.pipeline import run_command
+
+        return run_command(args)
     from phi_eval.contamination.decontaminate import decontaminate
     from phi_eval.contamination.items import load_items
     from phi_eval.tasks import resolve_tasks
@@ -305,6 +343,12 @@ def cmd_data(args) -> None:
           f"{args.out}, manifest {manifest_path}")
 
 
+def cmd_serve(args) -> None:
+    from phi_eval.serve import serve
+
+    serve(args.spec, host=args.host, port=args.port, name=args.name, device=args.device, dtype=args.dtype)
+
+
 def cmd_app(args) -> None:
     from phi_eval.paths import PROJECT_ROOT
 
@@ -315,7 +359,8 @@ def cmd_app(args) -> None:
 
 
 COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train,
-            "contamination": cmd_contamination, "index": cmd_index, "data": cmd_data, "app": cmd_app}
+            "contamination": cmd_contamination, "index": cmd_index, "data": cmd_data, "serve": cmd_serve,
+            "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

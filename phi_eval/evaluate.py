@@ -5,10 +5,11 @@ log-likelihood) -> per-sample records -> metrics -> results.json and samples_<ta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from phi_eval import paths
+from phi_eval import distributed, paths
 from phi_eval.cache import Cache, NoCache
 from phi_eval.contamination.report import load_report
 from phi_eval.contamination.subsets import contamination_scores
@@ -37,27 +38,40 @@ class RunOptions:
     timeout_s: float = 3.0
     progress: bool = True
     contamination: Path | None = None  # a contamination report: score its flagged and clean items apart
+    num_fewshot: int | None = None  # shots for the tasks that take them (multiple choice); None: each task's own
 
 
 def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | None = None) -> list[Path]:
-    """Evaluate every model spec on every task; returns the results.json paths written."""
+    """Evaluate every model spec on every task; returns the results.json paths written.
+
+    Under a launcher (phi_eval.distributed) every process runs its share of each task's docs and the
+    main process, alone, merges the records, computes metrics and writes files (the others return []).
+    """
+    processes = distributed.current()
+    tasks = with_num_fewshot(tasks, options.num_fewshot)
     docs_by_task = {task.name: load_docs(task, options) for task in tasks}
     report = load_report(options.contamination) if options.contamination else None
-    cache = Cache(paths.cache_path()) if options.use_cache else NoCache()
-    ctx = EvalContext(options, cache)
+    cache = open_cache(options, processes)
+    ctx = EvalContext(replace(options, progress=options.progress and processes.is_main), cache)
     written = []
     try:
         for spec in specs:
-            model = load_model(spec, device=options.device, dtype=options.dtype, batch_size=options.batch_size)
-            recorder = RunRecorder(spec, model, options, argv, lambda: ctx.protections)
+            model = load_model(spec, device=processes.device_for(options.device), dtype=options.dtype,
+                               batch_size=options.batch_size)
+            recorder = RunRecorder(spec, model, options, argv, lambda: ctx.protections, processes=processes.count)
+            evaluated = []
             for task in tasks:
                 docs = docs_by_task[task.name]
                 if getattr(model, "samples_per_doc", None):  # replay: only the docs the file covers
                     docs = [d for d in docs if model.samples_per_doc(d["doc_id"])]
                     if not docs:
-                        print(f"phi-eval: {spec.spec} has no samples for {task.name}; skipped")
+                        if processes.is_main:
+                            print(f"phi-eval: {spec.spec} has no samples for {task.name}; skipped")
                         continue
-                records = task.samples(model, docs, ctx)
+                evaluated.append(task.name)
+                records = processes.gather(share_samples(task, model, docs, ctx, processes), docs)
+                if not processes.is_main:
+                    continue
                 out_dir = options.out / spec.slug
                 write_samples(out_dir / f"samples_{task.name}.jsonl", records)
                 recorder.add_task(task, task.metrics(records), n_original=len(docs_by_task[task.name]),
@@ -66,15 +80,59 @@ def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | N
                 if report is not None:
                     recorder.add_contamination(task.name, contamination_scores(
                         report, options.contamination, task.name, records))
-            if not recorder.tasks:
+            if not evaluated:
                 raise UsageError(f"{spec.spec}: nothing to evaluate for the tasks given")
-            written.append(recorder.write(options.out / spec.slug / "results.json"))
+            if processes.is_main:
+                written.append(recorder.write(options.out / spec.slug / "results.json"))
     finally:
         ctx.close()
         cache.close()
+        processes.close()
     return written
+
+
+def open_cache(options: RunOptions, processes: distributed.Processes):
+    if not options.use_cache:
+        return NoCache()
+    # The main process creates the file and switches it to WAL before the others connect; then every
+    # process commits on its own connection, one writer at a time (the busy timeout queues the rest).
+    cache = Cache(paths.cache_path()) if processes.is_main else None
+    processes.barrier()
+    return cache or Cache(paths.cache_path())
+
+
+def share_samples(task: Task, model, docs: list[dict], ctx: EvalContext,
+                  processes: distributed.Processes) -> list[dict]:
+    """This process's records of a task: all of them in a single-process run."""
+    if not processes.sharded:
+        return task.samples(model, docs, ctx)
+    share = processes.shard(docs)
+    if not share:
+        return []
+    options = ctx.options
+    if getattr(model, "samples_per_doc", None) and not options.n_samples:
+        # A replay file gives each doc as many samples as the least-covered doc has: over the task, not the share.
+        ctx.options = replace(options, n_samples=ctx.samples_per_doc(model, docs))
+    try:
+        return task.samples(model, share, ctx)
+    finally:
+        ctx.options = options
+
+
+def with_num_fewshot(tasks: list[Task], num_fewshot: int | None) -> list[Task]:
+    """--num-fewshot N for the tasks that take it; the others keep their fixed prompt, and the user is told."""
+    if num_fewshot is None:
+        return tasks
+    if num_fewshot < 0:
+        raise UsageError("--num-fewshot must be 0 or more")
+    fixed = [task.name for task in tasks if not getattr(task, "accepts_num_fewshot", False)]
+    if fixed:
+        print(f"phi-eval: --num-fewshot does not apply to {', '.join(fixed)} (fixed prompts); they keep theirs",
+              file=sys.stderr)
+    return [replace(task, n_shot=num_fewshot) if getattr(task, "accepts_num_fewshot", False) else task
+            for task in tasks]
 
 
 def load_docs(task: Task, options: RunOptions) -> list[dict]:
     docs = task.load_docs(options.data_dir)
-    return docs[: options.limit] if options.limit else docs
+    return task.limit_docs(docs, options.limit) if options.limit else docs

@@ -73,6 +73,9 @@ class EvalContext:
     def loglikelihood(self, model, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return loglikelihood_with_cache(model, pairs, self.cache, self.progress)
 
+    def loglikelihood_rolling(self, model, texts: list[str]) -> list[float]:
+        return loglikelihood_rolling_with_cache(model, texts, self.cache, self.progress)
+
 
 def generate_with_cache(model, requests: list[GenerationRequest], cache, progress: bool) -> list[dict]:
     """Completions for all requests; each newly generated one is committed to the cache at once."""
@@ -119,3 +122,16 @@ def loglikelihood_with_cache(model, pairs: list[tuple[str, str]], cache, progres
             results[i] = (float(score[0]), bool(score[1]))
         cache.put_many("loglikelihood", [(keys[i], list(results[i])) for i in missing])
     return [results[i] for i in range(len(pairs))]  # type: ignore[misc]
+
+
+def loglikelihood_rolling_with_cache(model, texts: list[str], cache, progress: bool) -> list[float]:
+    """log P(text) per text (lm-eval's loglikelihood_rolling); new scores are committed in one transaction."""
+    keys = [make_key(model.identity, "loglikelihood_rolling", text) for text in texts]
+    stored = cache.get_many("loglikelihood", keys)
+    missing = [i for i, k in enumerate(keys) if k not in stored]
+    results = {i: float(stored[keys[i]]) for i in range(len(texts)) if keys[i] in stored}
+    if missing:
+        for i, total in zip(missing, model.loglikelihood_rolling([texts[i] for i in missing], progress=progress)):
+            results[i] = float(total)
+        cache.put_many("loglikelihood", [(keys[i], results[i]) for i in missing])
+    return [results[i] for i in range(len(texts))]

@@ -354,7 +354,7 @@ def test_cli_decontaminate(corpora, tmp_path, capsys):
     (["contamination", "--index", "/tmp", "--methods", "bogus"], "unknown method"),
     (["contamination", "--index", "/tmp"], "not an n-gram index"),
     (["index", "build", "--corpus", "/tmp", "--out", "/tmp/x", "--shard", "3/2"], "--shard"),
-    (["data", "decontaminate", "--corpus", "/tmp", "--out", "/tmp/x.jsonl", "--tasks", "gsm8k"], "not in this version"),
+    (["data", "decontaminate", "--corpus", "/tmp", "--out", "/tmp/x.jsonl", "--tasks", "gsm8k"], "do not know the text"),
 ])
 def test_cli_bad_input_is_one_line(capsys, phi_home, argv, message):
     code, out, err = cli(capsys, *argv)

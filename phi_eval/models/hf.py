@@ -7,6 +7,7 @@ does not depend on its batch neighbours).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import os
@@ -23,6 +24,8 @@ from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_BATCH_START = 64
 STOP_WINDOW_TOKENS = 24  # stop sequences are short; only the tail of a row is decoded each step
+TAIL_SPLIT = 0.5  # rows after a shared prefix run in a second pass once they are under half the longest
+MIN_PREFIX_GROUP = 8  # log-likelihood requests that may share one prefix pass, whatever the batch size
 
 
 def resolve_device(device: str) -> torch.device:
@@ -258,41 +261,269 @@ class HFModel:
 
     # -- log-likelihood -------------------------------------------------------------------
 
+    @property
+    def prefix_id(self) -> int:
+        """The token an empty context stands for (lm-eval's prefix_token_id): BOS, else EOS."""
+        return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_id
+
     def _split_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        # As lm-eval: trailing spaces of the context move to the continuation, and the
-        # continuation's tokens are those of the whole string past the context's tokens.
-        spaces = len(context) - len(context.rstrip(" "))
+        """lm-eval's _encode_pair: trailing whitespace of the context moves to the continuation; the
+        continuation's tokens are those of the whole string past the context's own token count."""
+        if not context:
+            continuation_ids = self._encode(continuation)
+            if continuation_ids and continuation_ids[0] == self.prefix_id:
+                return continuation_ids[:1], continuation_ids[1:]
+            return [self.prefix_id], continuation_ids
+        spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation)
-        context_ids = self._encode(context)
-        return whole[:len(context_ids)], whole[len(context_ids):]
+        context_ids = self._encode_scored(context)
+        return context_ids, self._encode_scored(context + continuation)[len(context_ids):]
 
-    @torch.no_grad()
+    def _encode_scored(self, text: str) -> list[int]:
+        """lm-eval's HFLM.tok_encode for scored text: the tokenizer's own special tokens (a BOS for
+        Llama-style tokenizers, none for GPT-2 / CodeGen-style ones such as phi's), but none when the text
+        already starts with the BOS text."""
+        bos_text = self.tokenizer.decode(self.prefix_id)
+        return self.tokenizer(text, add_special_tokens=not (bos_text and text.startswith(bos_text)))["input_ids"]
+
     def loglikelihood(self, pairs: list[tuple[str, str]], progress: bool = True) -> list[tuple[float, bool]]:
-        prefix = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_id
-        rows = []
-        for context, continuation in pairs:
-            context_ids, continuation_ids = self._split_pair(context, continuation) if context else ([prefix], self._encode(continuation))
-            ids = (context_ids + continuation_ids)[-(self.max_length + 1):]
-            rows.append((ids[:-1], continuation_ids))
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        batch_size = AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size)
-        results: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
-        # A continuation whose tokens merged into the context's last token scores 0, as in lm-eval.
-        order = [i for i in order if rows[i][1] and rows[i][0]]
-        for start in tqdm(range(0, len(order), batch_size), desc="loglikelihood", disable=not progress):
-            chunk = order[start:start + batch_size]
-            width = max(len(rows[i][0]) for i in chunk)
-            inputs = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                inputs[row, :len(rows[i][0])] = torch.tensor(rows[i][0])  # right padding keeps positions plain
-            logprobs = F.log_softmax(self.model(input_ids=inputs.to(self.device)).logits.float(), dim=-1)
-            for row, i in enumerate(chunk):
-                inp, cont = rows[i]
-                span = logprobs[row, len(inp) - len(cont):len(inp)]
-                target = torch.tensor(cont, device=span.device)
-                total = float(span.gather(-1, target[:, None]).sum())
-                results[i] = (total, bool((span.argmax(-1) == target).all()))
+        """lm-eval's (sum of log-probs of the continuation's tokens, whether greedy decoding yields them).
+
+        Consecutive pairs whose contexts share most of their tokens (the choices of one question; the
+        sentence before WinoGrande's blank) run that shared prefix once and every rest from its KV cache;
+        the others run as lm-eval does, one row per pair."""
+        requests = [self._split_pair(c, x) for c, x in pairs]
+        shared, alone = self._prefix_groups(requests)
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        with tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress) as bar:
+            for i, score in zip(alone, self._score_tokens([requests[i] for i in alone], bar)):
+                results[i] = score
+            scored = self._batched(shared, lambda group: len(group[1]), lambda chunk: self._score_shared(
+                [(length, [requests[i] for i in members]) for length, members in chunk]))
+            for (_, members), scores in scored:
+                for i, score in zip(members, scores):
+                    results[i] = score
+                bar.update(len(members))
         return results
 
+    def _prefix_groups(self, requests: list[tuple[list[int], list[int]]]
+                       ) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """([(shared prefix length, request indices)], indices scored alone). A group is a run of consecutive
+        requests whose contexts share at least half of the first one's tokens, at most a batch of them; the
+        prefix stops short of every context's last token, whose logits score the continuation."""
+        limit = max(AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size), MIN_PREFIX_GROUP)
+        groups: list[tuple[int, list[int]]] = []
+        alone: list[int] = []
+        members: list[int] = []
+        length = 0
+
+        def close() -> None:
+            if len(members) > 1:
+                groups.append((length, list(members)))
+            else:
+                alone.extend(members)
+
+        for i, (context, continuation) in enumerate(requests):
+            if not continuation or len(context) < 2 or len(context) + len(continuation) > self.max_length + 1:
+                alone.append(i)  # empty, nothing to share, or left-truncated as lm-eval does
+                continue
+            if members and len(members) < limit:
+                first = requests[members[0]][0]
+                common = min(length, len(context) - 1)
+                common = next((k for k in range(common) if first[k] != context[k]), common)
+                if common * 2 >= len(first):
+                    members.append(i)
+                    length = common
+                    continue
+            close()
+            members, length = [i], len(context) - 1
+        close()
+        groups.sort(key=lambda group: -max(len(requests[i][0]) + len(requests[i][1]) for i in group[1]))
+        return groups, alone
+
+    def loglikelihood_rolling(self, texts: list[str], progress: bool = True) -> list[float]:
+        """lm-eval's loglikelihood_rolling: the log-probability of every token of each text, the first one
+        conditioned on the prefix token, in disjoint windows of the model's context length."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        windows, owner = [], []
+        for index, text in enumerate(texts):
+            for window in get_rolling_token_windows(self._encode_scored(text), prefix_token=self.prefix_id,
+                                                    max_seq_len=self.max_length, context_len=1):
+                windows.append(make_disjoint_window(window))
+                owner.append(index)
+        totals = [0.0] * len(texts)
+        with tqdm(total=len(windows), desc="loglikelihood_rolling", unit="window", disable=not progress) as bar:
+            for index, (total, _) in zip(owner, self._score_tokens(windows, bar)):
+                totals[index] += total
+        return totals
+
+    def _score_tokens(self, requests: list[tuple[list[int], list[int]]], bar) -> list[tuple[float, bool]]:
+        """(sum of log-probs, is greedy) of each continuation after its context, as lm-eval's HFLM computes it:
+        the last max_length tokens of context + continuation in one row, longest rows first."""
+        rows = [(context + continuation)[-(self.max_length + 1):][:-1] for context, continuation in requests]
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        # A continuation with no tokens of its own (merged into the context's last token) scores 0, as in lm-eval.
+        empty = [i for i, (_, continuation) in enumerate(requests) if not continuation]
+        bar.update(len(empty))
+        order = sorted((i for i, (_, cont) in enumerate(requests) if cont), key=lambda i: -len(rows[i]))
+        scored = self._batched(order, lambda _: 1, lambda chunk: self._score_rows(
+            [rows[i] for i in chunk], [requests[i][1] for i in chunk]))
+        for i, score in scored:
+            results[i] = score
+            bar.update(1)
+        return results
+
+    def _batched(self, units: list, cost, run) -> Iterator[tuple[object, object]]:
+        """(unit, output) for every unit: consecutive units run together while their summed cost fits the
+        batch size (a unit bigger than that runs alone); under --batch-size auto an out-of-memory batch
+        is retried at half the size."""
+        batch_size = AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size)
+        start = 0
+        while start < len(units):
+            end, total = start + 1, cost(units[start])
+            while end < len(units) and total + cost(units[end]) <= batch_size:
+                total += cost(units[end])
+                end += 1
+            try:
+                outputs = run(units[start:end])
+            except torch.OutOfMemoryError:
+                if self.batch_size != "auto" or end - start == 1:
+                    raise UsageError(f"out of memory at batch size {total}; pass a smaller --batch-size") from None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                batch_size = max(1, total // 2)
+                continue
+            yield from zip(units[start:end], outputs)
+            start = end
+
+    @torch.no_grad()
+    def _score_rows(self, inputs: list[list[int]], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        width = max(len(ids) for ids in inputs)
+        batch = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
+        for row, ids in enumerate(inputs):
+            batch[row, :len(ids)] = torch.tensor(ids)  # right padding keeps positions plain
+        logits = self.model(input_ids=batch.to(self.device)).logits
+        # Only the positions that predict continuation tokens need a softmax over the vocabulary.
+        return [self._continuation_score(F.log_softmax(logits[row, len(ids) - len(cont):len(ids)].float(), dim=-1),
+                                         cont) for row, (ids, cont) in enumerate(zip(inputs, continuations))]
+
+    @torch.no_grad()
+    def _score_shared(self, groups: list[tuple[int, list[tuple[list[int], list[int]]]]]
+                      ) -> list[list[tuple[float, bool]]]:
+        """The groups' shared prefixes run once, right-padded (plain causal attention, no mask); then the rest
+        of every member (its context past the prefix and its continuation) runs on that KV cache, longest
+        first, split where the rows get much shorter so that they pad little."""
+        width = max(length for length, _ in groups)
+        prefix = torch.full((len(groups), width), self.pad_id, dtype=torch.long)
+        past = torch.zeros((len(groups), width), dtype=torch.long)
+        for g, (length, members) in enumerate(groups):
+            prefix[g, :length] = torch.tensor(members[0][0][:length])
+            past[g, :length] = 1
+        cache = getattr(self.model(input_ids=prefix.to(self.device), use_cache=True, **self._keep_last),
+                        self._cache_arg)
+        # (group, member, tokens after the prefix but the last, continuation tokens), longest first
+        rows = sorted(((g, k, (context + continuation)[length:-1], continuation)
+                       for g, (length, members) in enumerate(groups)
+                       for k, (context, continuation) in enumerate(members)),
+                      key=lambda row: -len(row[2]))
+        scores: list[list[tuple[float, bool]]] = [[(0.0, True)] * len(members) for _, members in groups]
+        starts = [0] + [i for i in range(1, len(rows)) if len(rows[i][2]) < TAIL_SPLIT * len(rows[0][2])
+                        and len(rows[i - 1][2]) >= TAIL_SPLIT * len(rows[0][2])]
+        for start, end in zip(starts, starts[1:] + [len(rows)]):
+            chunk = rows[start:end]
+            index = torch.tensor([g for g, _, _, _ in chunk])
+            chunk_cache = copy.deepcopy(cache) if end < len(rows) else cache
+            chunk_cache.batch_select_indices(index.to(self.device))
+            tail_width = len(chunk[0][2])
+            tail = torch.full((len(chunk), tail_width), self.pad_id, dtype=torch.long)
+            attention = torch.cat([past[index], torch.zeros((len(chunk), tail_width), dtype=torch.long)], dim=1)
+            for row, (_, _, ids, _) in enumerate(chunk):
+                tail[row, :len(ids)] = torch.tensor(ids)
+                attention[row, width:width + len(ids)] = 1
+            positions = torch.tensor([groups[g][0] for g, _, _, _ in chunk])[:, None] + torch.arange(tail_width)
+            logits = self.model(input_ids=tail.to(self.device), attention_mask=attention.to(self.device),
+                                position_ids=positions.to(self.device), **{self._cache_arg: chunk_cache}).logits
+            for row, (g, k, ids, continuation) in enumerate(chunk):
+                span = F.log_softmax(logits[row, len(ids) - len(continuation):len(ids)].float(), dim=-1)
+                scores[g][k] = self._continuation_score(span, continuation)
+        return scores
+
+    @staticmethod
+    def _continuation_score(logprobs: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+        """(sum of the continuation's log-probs, whether each of its tokens is the argmax) from the
+        log-prob rows that predict its tokens."""
+        target = torch.tensor(continuation, device=logprobs.device)
+        return float(logprobs.gather(-1, target[:, None]).sum()), bool((logprobs.argmax(-1) == target).all())
+
+    # -- per-token log-probabilities (phi-eval serve's `logprobs`) ------------------------------
+
+    @torch.no_grad()
+    def token_logprobs(self, text: str | list[int], top: int = 1) -> dict:
+        """Every token of a text (or of token ids) with its log-probability given the tokens before it, as
+        OpenAI's `echo` + `logprobs` return a prompt: {"ids", "tokens", "offsets" (character offsets into the
+        text), "logprobs" (None for the first token, which has no context), "top" (the `top` most likely
+        tokens at each position as {token: log-prob}; None for the first)}. One forward pass, no truncation:
+        a text longer than the model's context is a UsageError."""
+        import re
+        from itertools import accumulate
+
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        names: dict[int, str] = {}  # token id -> decoded text, filled by batch decoding
+        byte_of: dict[str, int] = {}  # byte-level BPE's character -> byte, built when first needed
+
+        def text_of(token_id: int) -> str:
+            """A token as text; one holding part of a character is written as OpenAI does ("bytes:\\xe2\\x80"),
+            so that different partial tokens stay apart."""
+            decoded = names.get(token_id)
+            if decoded is None:
+                decoded = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            piece = self.tokenizer.convert_ids_to_tokens(token_id) if "\ufffd" in decoded else None
+            if not isinstance(piece, str) or not piece:
+                return decoded
+            if not byte_of:
+                byte_of.update({char: byte for byte, char in bytes_to_unicode().items()})
+            if all(c in byte_of for c in piece):  # byte-level BPE
+                raw = bytes(byte_of[c] for c in piece)
+            elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):  # SentencePiece byte fallback
+                raw = bytes([int(piece[3:5], 16)])
+            else:
+                return decoded
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+        if isinstance(text, str):
+            encoding = self.tokenizer(text, add_special_tokens=False,
+                                      return_offsets_mapping=self.tokenizer.is_fast)
+            ids = encoding["input_ids"]
+        else:
+            ids, encoding = list(text), None
+        if len(ids) > self.max_length:
+            raise UsageError(f"{len(ids)} tokens exceed the model's context of {self.max_length} tokens; "
+                             "send a shorter text")
+        names.update(zip(ids, self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)))
+        tokens = [text_of(i) for i in ids]
+        if encoding is not None and "offset_mapping" in encoding:
+            offsets = [start for start, _ in encoding["offset_mapping"]]
+        elif any(t.startswith("bytes:") for t in tokens):  # characters split across tokens: decode prefixes
+            offsets = [len(self.tokenizer.decode(ids[:k], skip_special_tokens=False).rstrip("\ufffd"))
+                       for k in range(len(ids))]
+        else:
+            offsets = [0, *accumulate(len(t) for t in tokens[:-1])] if tokens else []
+        result = {"ids": ids, "tokens": tokens, "offsets": offsets, "logprobs": [None] * len(ids),
+                  "top": [None] * len(ids)}
+        if len(ids) < 2:
+            return result
+        inputs = torch.tensor([ids[:-1]], device=self.device)
+        logprobs = F.log_softmax(self.model(input_ids=inputs).logits[0].float(), dim=-1)
+        chosen = logprobs.gather(-1, torch.tensor(ids[1:], device=self.device)[:, None])[:, 0]
+        result["logprobs"][1:] = chosen.tolist()
+        if top > 0:
+            values, indices = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
+            indices = indices.tolist()
+            new = list({i for row in indices for i in row} - names.keys())
+            names.update(zip(new, self.tokenizer.batch_decode([[i] for i in new], skip_special_tokens=False)))
+            for position, (row_values, row_ids) in enumerate(zip(values.tolist(), indices), start=1):
+                result["top"][position] = {text_of(i): v for i, v in zip(row_ids, row_values)}
+        return result

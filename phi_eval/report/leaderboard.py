@@ -3,15 +3,19 @@
 One row per measured (model, task, metric, filter), plus a "reported" row for each zoo card
 with a published number on a measured task/metric that was not itself run, so the table
 and plots show the field. The same rows render to JSON, Markdown and plots (plots.py).
+"comparisons" holds, for every task and metric two or more runs measured, a paired test of each
+pair of runs on the items both scored (significance.py), read from the runs' samples files.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 from phi_eval.report.plots import plot  # noqa: F401  (part of this module's API; matplotlib loads lazily)
 from phi_eval.zoo import Card, ReportedScore, load_zoo
 
@@ -36,6 +40,7 @@ def build_leaderboard(run_dirs, zoo: dict[str, Card] | None = None) -> dict:
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rows": rows,
         "runs": runs,
+        "comparisons": paired_comparisons(rows),
     }
 
 
@@ -179,6 +184,49 @@ def row_order(row: dict):
     return (row["task"], row["metric"], row["kind"] != "measured", row["filter"] or "", -(score or 0.0), row["model"])
 
 
+# ------------------------------------------------------------------- paired comparisons
+
+def paired_comparisons(rows: list[dict]) -> list[dict]:
+    """Each pair of measured rows of one (task, metric, filter) whose runs left per-item samples, the
+    better-scoring run first (rows come sorted by score)."""
+    from phi_eval.report.significance import compare, per_item_values  # scipy.stats takes seconds to import
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "measured" and row["run_dir"]:
+            groups.setdefault((row["task"], row["metric"], row["filter"]), []).append(row)
+    records_of: dict[Path, list[dict] | None] = {}
+    comparisons = []
+    for (task, metric, filter_), members in groups.items():
+        scored = []
+        for row in members:
+            path = Path(row["run_dir"]) / f"samples_{task}.jsonl"
+            if path not in records_of:
+                records_of[path] = read_samples(path)
+            values = per_item_values(records_of[path] or [], metric, filter_)
+            if values:
+                scored.append((row, values))
+        for (row_a, values_a), (row_b, values_b) in itertools.combinations(scored, 2):
+            result = compare(values_a, values_b)
+            if result is not None:
+                comparisons.append({"task": task, "metric": metric, "filter": filter_,
+                                    "model_a": row_a["model"], "model_b": row_b["model"],
+                                    "run_dir_a": row_a["run_dir"], "run_dir_b": row_b["run_dir"], **result})
+    return comparisons
+
+
+def read_samples(path: Path) -> list[dict] | None:
+    """A run's per-sample records; None when the run left no samples file for the task."""
+    if not path.is_file():
+        return None
+    records = []
+    for where, record in json_objects(path):
+        if record is None:
+            raise UsageError(f"{where} is not a JSON object; re-run `phi-eval run` for that model or remove the file")
+        records.append(record)
+    return records
+
+
 # --------------------------------------------------------------------------- Markdown
 
 def to_markdown(board: dict) -> str:
@@ -205,8 +253,30 @@ def to_markdown(board: dict) -> str:
         if any(flagged(r) for r in rows):
             lines += ["", "† Some of this task's items were flagged by the run's contamination report; "
                           "the Contamination column gives the score on the clean items."]
+        lines += comparison_lines([c for c in board.get("comparisons", [])
+                                   if (c["task"], c["metric"], c["filter"]) == (task, metric, filter_)])
         lines.append("")
     return "\n".join(lines)
+
+
+def comparison_lines(comparisons: list[dict]) -> list[str]:
+    """A table of paired differences; n.s. marks those a paired test does not tell apart from chance."""
+    if not comparisons:
+        return []
+    alpha, confidence = comparisons[0]["alpha"], comparisons[0]["confidence"]
+    lines = ["", f"Paired differences on the items both runs scored (n.s.: not significant at α = {alpha:g}; "
+                 "McNemar's exact test for 0/1 outcomes, else a paired bootstrap):", "",
+             table_line(["A", "B", "A − B", f"{confidence:.0%} CI", "p", "Test", "Items", "Verdict"]),
+             table_line(["---"] * 8)]
+    for c in comparisons:
+        unpaired = c["only_a"] + c["only_b"]
+        lines.append(table_line([
+            c["model_a"], c["model_b"], f"{c['difference']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+            f"{c['p_value']:.3g}", "McNemar" if c["test"] == "mcnemar_exact" else "bootstrap",
+            str(c["n_paired"]) + (f" ({unpaired} unpaired left out)" if unpaired else ""),
+            "significant" if c["significant"] else "n.s.",
+        ]))
+    return lines
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:

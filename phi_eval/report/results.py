@@ -62,9 +62,11 @@ def iso(timestamp: float) -> str:
 class RunRecorder:
     """Collects one model's task results and writes its results.json."""
 
-    def __init__(self, spec, model, options, argv: list[str] | None, sandbox_protections):
-        """sandbox_protections: a callable returning what the sandbox applied (None: nothing was executed)."""
+    def __init__(self, spec, model, options, argv: list[str] | None, sandbox_protections, processes: int = 1):
+        """sandbox_protections: a callable returning what the sandbox applied (None: nothing was executed);
+        processes: how many processes shared the items (phi_eval.distributed)."""
         self.spec, self.model, self.options = spec, model, options
+        self.processes = processes
         self.argv = argv
         self.sandbox_protections = sandbox_protections
         self.started = time.time()
@@ -92,7 +94,8 @@ class RunRecorder:
             configs[name] = {**task.config(), "repeats": entry["n_samples"], "generation_kwargs": entry["generation"]}
             versions[name] = task.version
             n_shot[name] = task.n_shot
-            higher[name] = {key.split(",")[0]: True for key in entry["metrics"] if "_stderr" not in key}
+            higher[name] = {key.split(",")[0]: task.higher_is_better(key.split(",")[0])
+                            for key in entry["metrics"] if "_stderr" not in key}
             n_samples[name] = {"original": entry["n_original"], "effective": entry["n_effective"]}
             generation[name] = entry["generation"]
         backend_package = {"hf": "transformers", "replay": "phi-eval"}.get(identity["backend"], identity["backend"])
@@ -137,6 +140,7 @@ class RunRecorder:
                 "generation": generation,
                 "seeds": {"seed": options.seed, "sampling": "per request: sha256(seed, sample_index, prompt)"},
                 "batch_size": options.batch_size,
+                "processes": self.processes,
                 "packages": versions_installed,
                 "git_hash": commit,
                 "hardware": hardware(),

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from phi_eval.errors import UsageError
 from phi_eval.tasks.base import Task
 from phi_eval.tasks.humaneval import HUMANEVAL
+from phi_eval.tasks.gsm8k import GSM8K_COT
+from phi_eval.tasks.gsm8k_code import GSM8K_CODE
 from phi_eval.tasks.mbpp import MBPP_TASK
+from phi_eval.tasks.multiple_choice import MULTIPLE_CHOICE_TASKS
+from phi_eval.tasks.toxigen import TOXIGEN_SAFETY
+from phi_eval.tasks.toxigen_cls import TOXIGEN_CLS
 
-TASKS: dict[str, Task] = {task.name: task for task in (HUMANEVAL, MBPP_TASK)}
+TASKS: dict[str, Task] = {task.name: task for task in (
+    HUMANEVAL, MBPP_TASK, *MULTIPLE_CHOICE_TASKS, GSM8K_COT, GSM8K_CODE, TOXIGEN_SAFETY, TOXIGEN_CLS)}
 
 # Groups name every task of the design; a group expands to those this version provides.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -16,18 +23,24 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "math": ("gsm8k", "gsm8k_code"),
     "commonsense": ("winogrande", "arc_easy", "arc_challenge", "boolq", "siqa", "piqa", "hellaswag",
                     "openbookqa", "mmlu"),
-    "safety": ("toxigen",),
+    "safety": ("toxigen", "toxigen_cls"),
 }
 GROUPS["phi"] = tuple(name for group in GROUPS.values() for name in group)
 PLANNED = set(GROUPS["phi"]) - set(TASKS)
 
 
-def resolve_tasks(spec: str) -> list[Task]:
-    """"humaneval,code" -> task objects, in order, without duplicates."""
+def resolve_tasks(spec: str, data_dir: Path | None = None) -> list[Task]:
+    """"humaneval,code" -> task objects, in order, without duplicates. With a data dir, a group leaves out
+    (and says so) the tasks whose local files are missing; a task named alone fails when it loads."""
     names: list[str] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part in GROUPS:
-            names += [n for n in GROUPS[part] if n in TASKS]
+            for name in (n for n in GROUPS[part] if n in TASKS):
+                reason = TASKS[name].missing_local_data(data_dir) if data_dir else None
+                if reason:
+                    print(f"phi-eval: {name} skipped: {reason}")
+                else:
+                    names.append(name)
         elif part in TASKS:
             names.append(part)
         elif part in PLANNED:

@@ -54,6 +54,18 @@ class Task(ABC):
         """The generation settings the task used (results.json's generation_kwargs), None if it generates nothing."""
         return None
 
+    def higher_is_better(self, metric: str) -> bool:
+        """results.json's higher_is_better for a metric (a count or a p-value reported beside the scores: False)."""
+        return True
+
+    def missing_local_data(self, data_dir: Path) -> str | None:
+        """Why `data_dir` cannot supply this task's items, where a cheap look tells (None: it may)."""
+        return None
+
+    def limit_docs(self, docs: list[dict], limit: int) -> list[dict]:
+        """The docs `--limit N` keeps: the first N (a task may keep N per part instead)."""
+        return docs[:limit]
+
     def n_samples(self, records: list[dict]) -> int:
         """Samples per doc (the "repeats" of results.json)."""
         docs = {r["doc_id"] for r in records}

@@ -1,0 +1,164 @@
+"""The `annotate` stage: grade documents' educational value, 0-10 (phi-1, Section 2.1).
+
+`annotator: llm` asks an OpenAI-compatible model phi-1's question, "determine its educational
+value for a student whose goal is to learn basic coding concepts", for a seeded sample of the
+corpus (`sample_size` or `sample_fraction`; phi-1 graded ~100k samples with GPT-4 and let a
+classifier do the rest) and parses the grade robustly ("7", "Score: 7/10", "**8**", "seven";
+anything else is recorded as unparsable, score null). `annotator: heuristic` is the offline
+baseline of phi_eval.data.heuristic, named as such in every record.
+
+Every document is written out; the graded ones gain `edu_score` (a number or null),
+`edu_annotator` and, for the LLM, `edu_answer` (the raw reply, cut at 200 characters).
+The manifest holds the score histogram, unparsable and failed counts, and the usage and cost.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from phi_eval.data import llm
+from phi_eval.data.heuristic import NAME as HEURISTIC, heuristic_score
+from phi_eval.data.stage import Field, StageRun, jsonl_input, label, read_documents, run_stage
+from phi_eval.errors import UsageError
+
+PROMPT_VERSION = 1
+PROMPT = """Below is a document from a corpus used to train a language model on code.
+
+--- begin document ---
+{text}
+--- end document ---
+
+Determine its educational value for a student whose goal is to learn basic coding concepts.
+Rate it from 0 (no educational value: boilerplate, configuration, generated data, or code that
+cannot be understood on its own) to 10 (clear, self-contained and instructive, like a good
+textbook example). Answer with the score only, a single integer from 0 to 10."""
+
+FIELDS = {
+    "annotator": Field("choice", "llm", choices=("llm", "heuristic"),
+                       help="llm: an OpenAI-compatible model; heuristic: the offline baseline"),
+    "sample_size": Field("int", minimum=1, help="grade this many documents, a seeded sample (default: all)"),
+    "sample_fraction": Field("fraction", help="grade this fraction of the documents, a seeded sample"),
+    "seed": Field("int", 0, help="seed of the sample"),
+    "max_chars": Field("int", 6000, minimum=100, help="document characters shown to the model"),
+    "max_tokens": Field("int", 16, minimum=1, help="tokens the model may answer with"),
+    "temperature": Field("number", 0.0, minimum=0),
+    **llm.FIELDS,
+}
+
+WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+PATTERNS = [
+    re.compile(r"(?:score|rating|grade|value)\s*(?:is|of|:|=)?\s*\**\s*(\d+(?:\.\d+)?)\s*\**\s*(?:/\s*10\b|out of 10)?",
+               re.IGNORECASE),
+    re.compile(r"(\d+(?:\.\d+)?)\s*(?:/\s*10\b|out of 10)", re.IGNORECASE),
+    re.compile(r"^\W*(\d+(?:\.\d+)?)\b"),
+    re.compile(r"\b(\d+(?:\.\d+)?)\b"),
+]
+
+
+def parse_score(answer: str | None) -> float | None:
+    """The 0-10 grade in a model's reply, or None when there is none."""
+    if not answer:
+        return None
+    for pattern in PATTERNS:
+        match = pattern.search(answer)
+        if match:
+            value = float(match.group(1))
+            return value if 0 <= value <= 10 else None
+    words = re.findall(r"[a-z]+", answer.lower())
+    return next((float(WORDS[w]) for w in words if w in WORDS), None)
+
+
+def sampled(ids: list[str], settings: dict) -> set[int]:
+    """Indexes of the documents to grade: the lowest seeded hashes of their ids (order-independent)."""
+    count = len(ids)
+    if settings["sample_size"] is not None:
+        count = min(count, settings["sample_size"])
+    elif settings["sample_fraction"] is not None:
+        count = round(count * settings["sample_fraction"])
+    rank = sorted(range(len(ids)), key=lambda i: hashlib.sha256(f"{settings['seed']}:{ids[i]}:{i}".encode()).digest())
+    return set(rank[:count])
+
+
+def check(settings: dict, where: str = "--") -> None:
+    if settings["sample_size"] is not None and settings["sample_fraction"] is not None:
+        raise UsageError(f"{label(where, 'sample_fraction')}: give sample_size or sample_fraction, not both")
+    if settings["annotator"] == "llm" and not settings["model"]:
+        raise UsageError(f"{label(where, 'model')}: required when annotator is llm (or set annotator: heuristic)")
+
+
+def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progress: bool = True) -> dict:
+    check(settings)
+    inputs = [jsonl_input(input_path)]
+
+    def body(run: StageRun) -> dict:
+        ids = [str(d.get("id", i)) for i, d in enumerate(read_documents(input_path))]
+        chosen = sampled(ids, settings)
+        done = run.progress.units()
+        todo = ((i, d["text"]) for i, d in enumerate(read_documents(input_path)) if i in chosen and i not in done)
+        failed: list[str] = []
+        bar = tqdm(desc=f"annotate ({settings['annotator']})", total=len(chosen), initial=len(done & chosen),
+                   unit="doc", disable=not run.show_progress)
+        if settings["annotator"] == "heuristic":
+            for unit, text in todo:
+                run.progress.add(unit, [{"edu_score": heuristic_score(text), "edu_annotator": HEURISTIC}])
+                bar.update(1)
+        else:
+            client = llm.LLM(settings, "annotate")
+            name = f"llm:{settings['model']}"
+
+            def grade(text: str) -> llm.Answer:
+                return client.complete(PROMPT.format(text=text[:settings["max_chars"]]),
+                                       max_tokens=settings["max_tokens"], temperature=settings["temperature"])
+
+            def commit(unit: int, answer: llm.Answer) -> None:
+                if answer.text is None and answer.retryable:
+                    failed.append(answer.error)  # not committed: the rerun tries it again
+                    return
+                fields = {"edu_score": parse_score(answer.text), "edu_annotator": name,
+                          "edu_answer": (answer.text or "")[:200]}
+                if answer.error:
+                    fields["edu_error"] = answer.error
+                run.progress.add(unit, [fields], {"usage": answer.usage})
+
+            try:
+                llm.run_concurrently(grade, todo, settings["concurrency"], commit, bar)
+            finally:
+                run.progress.flush()
+                client.close()
+        bar.close()
+        if failed:
+            raise UsageError(f"{len(failed)} documents could not be graded after {settings['max_retries']} retries "
+                             f"(last: {failed[-1]}); rerun the same command to retry only those")
+        return report(run, input_path, settings)
+
+    return run_stage("annotate", FIELDS, settings, inputs, output, body, show_progress=show_progress,
+                     flush_every=1 if settings["annotator"] == "llm" else 512)
+
+
+def report(run: StageRun, input_path: Path, settings: dict) -> dict:
+    grades = {}
+    for unit, records in run.progress.results().items():
+        grades[unit] = records[0]
+
+    def merged():
+        for i, document in enumerate(read_documents(input_path)):
+            yield {**document, **grades[i]} if i in grades else document
+
+    run.write(merged())
+    scores = [g["edu_score"] for g in grades.values() if g["edu_score"] is not None]
+    histogram = [0] * 11
+    for s in scores:
+        histogram[min(10, int(round(s)))] += 1
+    counts = {"documents": run.written["documents"], "annotated": len(grades),
+              "unparsable": sum(1 for g in grades.values() if g["edu_score"] is None and "edu_error" not in g),
+              "errors": sum(1 for g in grades.values() if "edu_error" in g)}
+    result = {"counts": counts, "annotator": HEURISTIC if settings["annotator"] == "heuristic" else
+              f"llm:{settings['model']}", "prompt_version": PROMPT_VERSION,
+              "scores": {"mean": round(sum(scores) / len(scores), 4) if scores else None,
+                         "histogram_0_to_10": histogram}}
+    if settings["annotator"] == "llm":
+        result["usage"] = llm.usage_report(run.progress.infos(), settings)
+    return result
