@@ -60,11 +60,12 @@ class Card:
     checkpoint: Path | None = None
     path: Path | None = None
     training_tokens_note: str | None = None
+    data_manifest: Path | None = None  # what a locally trained model was trained on
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
-        data["path"] = str(self.path) if self.path else None
+        for key in ("checkpoint", "path", "data_manifest"):
+            data[key] = str(data[key]) if data[key] else None
         return data
 
     def reported_score(self, task: str, metric: str) -> ReportedScore | None:
@@ -216,6 +217,8 @@ class CardReader:
         if local is not None:
             card.recipe = self.get("recipe", str, optional=True, data=local, where="local.")
             card.checkpoint = self.checkpoint_path(self.get("checkpoint", str, data=local, where="local."))
+            manifest = self.get("data_manifest", str, optional=True, data=local, where="local.")
+            card.data_manifest = self.checkpoint_path(manifest, "local.data_manifest") if manifest else None
             fill_from_training_summary(card)
         if card.backend == "hf" and not (card.hub_id or card.checkpoint):
             self.fail("field 'hub_id'", "is missing (or give local.checkpoint)")
@@ -224,11 +227,11 @@ class CardReader:
         if card.backend == "gguf" and not card.checkpoint:
             self.fail("field 'local.checkpoint'", "is missing (a gguf card needs the file)")
 
-    def checkpoint_path(self, template: str) -> Path:
+    def checkpoint_path(self, template: str, field_name: str = "local.checkpoint") -> Path:
         try:
             text = template.format(models_dir=paths.models_dir(), home=paths.home())
         except (KeyError, IndexError, ValueError):
-            self.fail("field 'local.checkpoint'", f"may only use {{models_dir}} and {{home}}, not {template!r}")
+            self.fail(f"field '{field_name}'", f"may only use {{models_dir}} and {{home}}, not {template!r}")
         # A relative checkpoint is relative to the card, so user zoo dirs can ship their models
         # (joining an absolute path leaves it as it is).
         return (self.path.parent / Path(text).expanduser()).resolve()
@@ -247,6 +250,39 @@ def fill_from_training_summary(card: Card) -> None:
         value = summary.get(key) if isinstance(summary, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             setattr(card, attr, value)
+
+
+def register_trained_model(name: str, checkpoint: Path, recipe_file: Path, data_manifest: Path,
+                           notes: str) -> Path:
+    """Write the card of a model trained here to $PHI_EVAL_HOME/zoo, so `phi-eval run --models
+    NAME` and `phi-eval zoo show NAME` find it; its size and tokens come from the checkpoint's
+    training summary. A name taken by a built-in card of another model (a recipe named phi-1
+    must not shadow microsoft/phi-1) gets a "-local" suffix. Returns the card's path."""
+    builtin = load_zoo().get(name)
+    if builtin is not None and builtin.checkpoint is None:
+        name = f"{name}-local"
+    card = {
+        "name": name,
+        "display_name": f"{name} (trained here)",
+        "backend": "hf",
+        "local": {"recipe": str(recipe_file), "checkpoint": str(checkpoint), "data_manifest": str(data_manifest)},
+        "family": "phi",
+        "parameters": None,
+        "training_tokens": None,
+        "training_tokens_note": "Parameters and tokens seen are read from the checkpoint's training_summary.json.",
+        "license": "unknown: that of the training data (see the data manifest)",
+        "gated": False,
+        "released": None,
+        "notes": notes,
+        "reported": [],
+    }
+    path = paths.home() / "zoo" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(card, sort_keys=False))
+    tmp.replace(path)
+    load_card(path)  # what was written must load
+    return path
 
 
 def _as_tuple(types) -> tuple:

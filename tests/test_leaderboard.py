@@ -136,7 +136,8 @@ def test_filters_and_plain_lm_eval_results(tmp_path):
     """An lm-eval file without phi-eval's config is matched to its card by hub id; each filter is a row."""
     results = {
         "results": {"gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.12, "exact_match_stderr,strict-match": 0.01,
-                              "exact_match,flexible-extract": 0.15, "exact_match_stderr,flexible-extract": 0.01}},
+                              "exact_match,flexible-extract": 0.15, "exact_match_stderr,flexible-extract": 0.01,
+                              "crashed,none": 3, "safety_p_value,none": 0.2}},  # no stderr: not a score row
         "n-shot": {"gsm8k": 5},
         "model_name": "meta-llama/Llama-2-7b-hf",
         "config": {"model": "hf", "model_args": "pretrained=meta-llama/Llama-2-7b-hf"},

@@ -84,7 +84,7 @@ def test_missing_file(tmp_path):
         ({"training": {"max_steps": 5, "max_tokens": 100}}, "training.max_tokens and training.max_steps are both set"),
         ({"training": {"lr": 1e-3}}, "training.max_steps or training.max_tokens must be set"),
         ({"training": {"max_steps": 5, "lr": "fast"}}, "training.lr must be a number"),
-        ({"training": {"max_steps": 5, "schedule": "step"}}, "training.schedule must be cosine or linear"),
+        ({"training": {"max_steps": 5, "schedule": "step"}}, "training.schedule must be cosine, linear or constant"),
         ({"training": {"max_steps": 5, "seq_len": 4096}}, "training.seq_len must be at most model.context_length"),
         ({"training": {"max_steps": 5}, "tokenizer": {"path": "x", "train": {"vocab_size": 512}}},
          "tokenizer.path and tokenizer.train are both set"),
@@ -226,8 +226,17 @@ def test_tokenizer_round_trips_python_source_exactly(tmp_path):
 
 # --- a real (short) training run ----------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def private_home(tmp_path_factory):
+    """Zoo cards and the measured matmul peak go to a home of this module's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("phi-home")
+        patch.setenv("PHI_EVAL_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, private_home):
     tmp = tmp_path_factory.mktemp("train")
     corpus = write_code_corpus(tmp / "src")
     recipe_path = write_recipe(

@@ -115,6 +115,8 @@ def measured_rows(path: Path, results: dict, model: str, card: Card | None) -> l
                 continue
             metric, _, filter_ = key.partition(",")
             stderr_key = f"{metric}_stderr{key[len(metric):]}"  # "pass@1,none" -> "pass@1_stderr,none"
+            if stderr_key not in metrics:
+                continue  # a score comes with its stderr; counts and p-values stay in results.json
             rows.append(make_row(
                 "measured", model, card, task, metric, parameters,
                 reported=card.reported_score(task, metric) if card else None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 from phi_eval.errors import UsageError
@@ -172,10 +171,6 @@ def mmlu(data_dir: Path) -> dict[str, list[dict]] | None:
                     splits.setdefault(split, []).append({"question": row[0], "subject": subject,
                                                          "choices": row[1:5], "answer": "ABCD".index(row[5])})
     return splits
-
-
-def hub_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def local_files(task: str) -> tuple[str, ...]:

@@ -73,12 +73,10 @@ class MultipleChoiceTask(Task):
         return build_subtasks(self, data_dir)
 
     def missing_local_data(self, data_dir: Path) -> str | None:
-        if not local_data.hub_offline():
-            return None  # what the data dir lacks comes from the hub
         files = local_data.local_files(self.name)
         if all(any(data_dir.glob(pattern)) for pattern in files):
             return None
-        return f"no {', '.join(files)} in {data_dir}, and the hub is offline"
+        return f"no {', '.join(files)} in {data_dir} (name {self.name} alone in --tasks to load it from the hub)"
 
     def load_docs(self, data_dir: Path | None) -> list[dict]:
         return [{**doc, "doc_id": f"{prefix}{index}"}

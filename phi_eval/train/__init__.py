@@ -3,7 +3,9 @@
     recipe = load_recipe("recipes/phi-tiny.yaml", overrides=["training.max_steps=10"])
     checkpoint_dir = train(recipe, out_dir=None, progress=True)
 
-recipe.py holds the schema; corpus.py, tokenizer.py, model.py and loop.py the stages.
+recipe.py holds the schema; corpus.py, tokenizer.py, model.py and loop.py the stages;
+checkpoint.py the resumable state, flops.py MFU, compare.py the equal-compute comparison
+of two recipes (`phi-eval train A.yaml --compare B.yaml`).
 """
 from phi_eval.train.recipe import Recipe, load_recipe
 

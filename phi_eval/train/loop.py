@@ -1,22 +1,34 @@
-"""Train a recipe end to end: corpus -> tokenizer -> token stream -> PhiForCausalLM ->
-checkpoint directory.
+"""Train a recipe end to end: corpus (or data stages) -> tokenizer -> token stream ->
+PhiForCausalLM through accelerate -> checkpoint directory -> zoo card -> evaluation.
+
+accelerate runs the same loop on one CPU, one GPU, or many GPUs and nodes (DDP, FSDP,
+DeepSpeed: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m phi_eval.cli
+train RECIPE`). Every process draws the same global batch of windows from one seeded
+sampler and takes its own share, in micro-batches with gradient accumulation, so a
+recipe sees the same data whatever the number of devices.
 
 The checkpoint directory holds what `from_pretrained` needs (config, weights,
 tokenizer) plus:
     recipe.yaml            the recipe as trained, overrides applied
     train_log.jsonl        one line per logged step: step, tokens, loss (mean since the
-                           last line), lr, tokens_per_s; eval steps add val_loss; the
-                           first line is step 0 with the untrained val_loss only
-    training_summary.json  parameters, tokens seen, first/last losses, timings,
+                           last line), lr, tokens_per_s, mfu; eval steps add val_loss;
+                           the first line is step 0 with the untrained val_loss only
+    training_summary.json  parameters, tokens seen, first/last losses, timings, MFU,
                            versions, seed and the corpus manifest
+    data_manifest.json     what the model was trained on (corpus or stage manifests)
+    checkpoints/           the latest resumable state when training.checkpoint_every is
+                           set; rerunning the same recipe into the same directory resumes
+    eval/                  results of the recipe's `evaluate:` section, if any
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -25,34 +37,102 @@ import tokenizers
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
+from transformers import PhiForCausalLM
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
+from phi_eval.train.checkpoint import checkpoints_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from phi_eval.train.corpus import collect_corpus
+from phi_eval.train.flops import model_flops_per_token, peak_flops
 from phi_eval.train.model import build_model
+from phi_eval.train.recipe import TokenizerSpec
 from phi_eval.train.tokenizer import encode_documents, load_tokenizer, train_bpe
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # recipe name -> accelerate's
+MATMUL_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(recipe, out_dir=None, progress: bool = True) -> Path:
-    """Train `recipe` (from load_recipe) and return the checkpoint directory."""
+def train(recipe, out_dir=None, progress: bool = True, restart: bool = False, register: bool = True) -> Path:
+    """Train `recipe` (from load_recipe) and return the checkpoint directory. With
+    training.checkpoint_every set, a rerun into the same directory resumes from the last
+    checkpoint (unless `restart`). `register` writes the model's zoo card; the recipe's
+    `evaluate:` section then runs on it."""
+    out = Path(out_dir) if out_dir is not None else paths.models_dir() / recipe.name
+    single = dataclasses.replace(recipe, finetune=None, evaluate=None)
+    if recipe.finetune is None:
+        summary = train_phase(single, out, progress, restart)
+    else:
+        base_out = out / "pretrain"
+        base = train_phase(single, base_out, progress, restart)
+        finetune = dataclasses.replace(single, data=recipe.finetune.data, training=recipe.finetune.training,
+                                       tokenizer=TokenizerSpec(path=str(base_out.resolve())))
+        summary = train_phase(finetune, out, progress, restart, init_from=base_out)
+        if summary is not None:  # the directory describes the whole recipe, both phases
+            (out / "recipe.yaml").write_text(recipe_yaml(recipe))
+            summary.update(pretrain=base, tokens_seen=base["tokens_seen"] + summary["tokens_seen"],
+                           finetune_tokens_seen=summary["tokens_seen"])
+            (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary is None:  # not the main process
+        return out
+
+    card_name = None
+    if register:
+        from phi_eval.zoo import register_trained_model
+
+        card = register_trained_model(
+            recipe.name, out.resolve(), (out / "recipe.yaml").resolve(), (out / "data_manifest.json").resolve(),
+            notes=f"Trained by phi-eval from {recipe.path or 'a recipe'}: {summary['parameters']:,} parameters, "
+                  f"{summary['tokens_seen']:,} tokens, final val loss {summary['val_loss_last']:.3f}.")
+        card_name = card.stem
+        if progress:
+            tqdm.write(f"registered zoo card {card_name} ({card})")
+    if recipe.evaluate is not None:
+        run_evaluation(recipe, out, card_name, progress)
+    return out
+
+
+def recipe_yaml(recipe) -> str:
+    return f"# {recipe.name} as trained from {recipe.path}" + "".join(
+        f"\n# override: {o}" for o in recipe.overrides) + "\n" + recipe.to_yaml()
+
+
+def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Path | None = None) -> dict | None:
+    """One training run into `out` (from `init_from`'s weights, else from scratch); returns
+    the training summary on the main process, None on the others."""
     started = time.perf_counter()
     tc = recipe.training
-    out = Path(out_dir) if out_dir is not None else paths.models_dir() / recipe.name
-    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=PRECISION[tc.precision])
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if restart and checkpoints_dir(out).exists():
+            shutil.rmtree(checkpoints_dir(out))
     threads = tc.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     set_seed(tc.seed)
+    devices = accelerator.num_processes
+    micro = tc.micro_batch_size or tc.batch_size
+    if tc.batch_size % (micro * devices):
+        raise UsageError(f"training.batch_size {tc.batch_size} is not a multiple of training.micro_batch_size "
+                         f"{micro} x {devices} devices; change one of them")
+    accumulation = tc.accumulation_steps(devices)
+    accelerator.gradient_accumulation_steps = accumulation
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed sizes batches, accumulates and clips itself: tell it the recipe's numbers.
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation,
+            train_batch_size=tc.batch_size, gradient_clipping=tc.grad_clip or 0.0)
 
-    tokenizer, train_ids, val_ids, manifest = prepare_data(recipe)
-
-    # Model and optimiser; accelerate puts them on the GPU when there is one.
-    accelerator = Accelerator(mixed_precision=PRECISION[tc.precision])
-    model = build_model(recipe.model, tokenizer)
+    with accelerator.main_process_first():  # the data stages run once; the others reuse their output
+        tokenizer, train_ids, val_ids, manifest = prepare_data(recipe, progress and main)
+    model = PhiForCausalLM.from_pretrained(init_from) if init_from is not None else build_model(recipe.model, tokenizer)
+    if len(tokenizer) > model.config.vocab_size:
+        raise UsageError(f"model.vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
+                         f"{len(tokenizer)} tokens; raise it or set it to null")
     n_params = sum(p.numel() for p in model.parameters())
+    flops_per_token = model_flops_per_token(model.config, tc.seq_len)
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
     optimizer = torch.optim.AdamW(
@@ -61,41 +141,69 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    peak = peak_flops(accelerator.device, MATMUL_DTYPE[tc.precision]) * devices
 
-    val_batches = [b.to(accelerator.device) for b in validation_windows(val_ids, tc).split(tc.batch_size)]
+    val_batches = [b.to(accelerator.device) for b in validation_windows(val_ids, tc).split(micro)]
     sampler = torch.Generator().manual_seed(tc.seed)
-
     total_steps = tc.total_steps
     budget_s = tc.max_minutes * 60 if tc.max_minutes else math.inf
     log_path = out / "train_log.jsonl"
-    log_path.write_text("")
-    log = []
+    identity = resume_identity(recipe)
+
+    # Where to start: step 0, or the last checkpoint of this same recipe.
+    state = {"log": [], "train_s": 0.0, "interval_losses": [], "interval_s": 0.0, "resumed_from": []}
+    checkpoint = None if restart else latest_checkpoint(out)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint, sampler, identity)
+        state["resumed_from"].append(state["step"])
+        if progress and main:
+            tqdm.write(f"resuming {recipe.name} from {checkpoint} (step {state['step']})")
+    start_step = state.get("step", 0)
+    log = state["log"]
+    if main:  # the log as it was at the checkpoint; steps after it are redone
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
 
     def write(record):
         log.append(record)
-        with log_path.open("a") as f:  # a line at a time, so the log can be watched live
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with log_path.open("a") as f:  # a line at a time, so the log can be watched live
+                f.write(json.dumps(record) + "\n")
 
-    write({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches)})
-    bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", disable=not progress)
-    loop_start = time.perf_counter()
-    train_s = interval_s = 0.0
-    interval_losses = []
+    if start_step == 0:
+        write({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches)})
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"train {recipe.name}", unit="step",
+               disable=not (progress and main))
+    # The time budget counts the loop's time across resumptions.
+    loop_start = time.perf_counter() - state["train_s"]
+    train_s, interval_s = state["train_s"], state["interval_s"]
+    interval_losses = list(state["interval_losses"])
     stopped_by = "max_steps" if tc.max_steps is not None else "max_tokens"
-    for step in range(1, total_steps + 1):
+    rank, share = accelerator.process_index, tc.batch_size // devices
+    step = start_step
+    for step in range(start_step + 1, total_steps + 1):
         t = time.perf_counter()
         # On a slow or busy machine the time budget binds first; the decay follows it then.
         lr = lr_at(step - 1, tc, total_steps, time_used=(t - loop_start) / budget_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = sample_batch(train_ids, tc.batch_size, tc.seq_len, sampler).to(accelerator.device)
-        loss = model(input_ids=batch, labels=batch).loss  # the model shifts labels itself
-        accelerator.backward(loss)
-        if tc.grad_clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        interval_losses.append(loss.item())
+        batch = sample_batch(train_ids, tc.batch_size, tc.seq_len, sampler)[rank * share:(rank + 1) * share]
+        step_loss = 0.0
+        for chunk in batch.split(micro):
+            # accelerate's accumulation: gradients sync across devices, and the optimizer steps
+            # (DeepSpeed's engine included), only on the last micro-batch of the step; backward
+            # divides the loss by the accumulation steps.
+            with accelerator.accumulate(model):
+                chunk = chunk.to(accelerator.device)
+                loss = model(input_ids=chunk, labels=chunk).loss  # the model shifts labels itself
+                accelerator.backward(loss)
+                step_loss += loss.detach() / accumulation
+                if accelerator.sync_gradients and tc.grad_clip is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if devices > 1:
+            step_loss = accelerator.reduce(step_loss, reduction="mean")
+        interval_losses.append(float(step_loss))
         dt = time.perf_counter() - t
         train_s += dt
         interval_s += dt
@@ -104,33 +212,43 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
         out_of_time = time.perf_counter() - loop_start >= budget_s
         last = step == total_steps or out_of_time
         if step == 1 or step % tc.log_every == 0 or step % tc.eval_every == 0 or last:
+            tokens_per_s = len(interval_losses) * tc.tokens_per_step / interval_s
             record = {
                 "step": step,
                 "tokens": step * tc.tokens_per_step,
                 "loss": sum(interval_losses) / len(interval_losses),
                 "lr": lr,
-                "tokens_per_s": len(interval_losses) * tc.tokens_per_step / interval_s,
+                "tokens_per_s": tokens_per_s,
+                "mfu": tokens_per_s * flops_per_token / peak,
             }
             if step % tc.eval_every == 0 or last:
                 record["val_loss"] = evaluate(model, val_batches)
-                if progress:
+                if progress and main:
                     tqdm.write(f"step {step}: loss {record['loss']:.3f}, val_loss {record['val_loss']:.3f}")
             write(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}", mfu=f"{record['mfu']:.1%}")
             interval_losses, interval_s = [], 0.0
+        if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or last):
+            save_checkpoint(accelerator, out, step, sampler, {
+                "recipe": identity, "log": log, "train_s": train_s, "interval_losses": interval_losses,
+                "interval_s": interval_s, "resumed_from": state["resumed_from"]})
         if out_of_time:
             stopped_by = "max_minutes"
             break
     bar.close()
 
     # Save: weights, config and tokenizer for from_pretrained; then what was done.
-    model = accelerator.unwrap_model(model)
-    model.eval()
-    model.save_pretrained(out)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(out, state_dict=accelerator.get_state_dict(model), is_main_process=main,
+                              save_function=accelerator.save)
+    if not main:
+        accelerator.wait_for_everyone()  # until the main process has written the checkpoint
+        return None
     tokenizer.save_pretrained(out)
-    recipe_text = f"# {recipe.name} as trained from {recipe.path}" + "".join(
-        f"\n# override: {o}" for o in recipe.overrides) + "\n" + recipe.to_yaml()
+    recipe_text = recipe_yaml(recipe)
     (out / "recipe.yaml").write_text(recipe_text)
+    (out / "data_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     losses = [r for r in log if "loss" in r]
     evals = [r for r in log if "val_loss" in r]
     tokens_seen = step * tc.tokens_per_step
@@ -141,6 +259,7 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
         "parameters": n_params,
         "steps": step,
         "stopped_by": stopped_by,
+        "resumed_from_steps": state["resumed_from"],
         "tokens_seen": tokens_seen,
         "epochs": tokens_seen / len(train_ids),
         "train_loss_first": losses[0]["loss"],
@@ -148,14 +267,21 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
         "val_loss_first": evals[0]["val_loss"],
         "val_loss_last": evals[-1]["val_loss"],
         "train_time_s": train_s,  # optimisation steps only
-        "wall_time_s": time.perf_counter() - started,  # everything, corpus to saved checkpoint
-        "tokens_per_s": tokens_seen / train_s,
+        "wall_time_s": time.perf_counter() - started,  # this process: corpus to saved checkpoint
+        "tokens_per_s": tokens_seen / train_s if train_s else None,
+        "model_flops_per_token": flops_per_token,
+        "peak_flops_per_s": peak,  # measured matmul peak x devices (phi_eval/train/flops.py)
+        "mfu": tokens_seen * flops_per_token / train_s / peak if train_s else None,
         "seed": tc.seed,
         "device": str(accelerator.device),
+        "devices": devices,
+        "distributed": str(accelerator.distributed_type),
+        "micro_batch_size": micro,
+        "accumulation_steps": accumulation,
         "threads": threads,
         "precision": tc.precision,
         "vocab_size": len(tokenizer),
-        "corpus": manifest,
+        "corpus": {k: v for k, v in manifest.items() if k != "stages"},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -165,13 +291,59 @@ def train(recipe, out_dir=None, progress: bool = True) -> Path:
         },
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return out
+    del model, unwrapped, optimizer
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()
+    return summary
 
 
-def prepare_data(recipe):
-    """Files -> tokenizer (trained on the training split only) -> two token streams."""
+def resume_identity(recipe) -> dict:
+    """What must not change between a checkpoint and its resumption: everything that shapes
+    the numbers (not where or how often checkpoints go, nor the evaluation afterwards)."""
+    identity = recipe.to_dict()
+    identity.pop("evaluate", None)
+    identity["training"].pop("checkpoint_every", None)
+    return identity
+
+
+def run_evaluation(recipe, out: Path, card_name: str | None, progress: bool) -> list[Path]:
+    """The recipe's `evaluate:` section: phi-eval's harness on the checkpoint, in process."""
+    from phi_eval.evaluate import RunOptions, run
+    from phi_eval.tasks import resolve_tasks
+    from phi_eval.zoo import parse_model_spec
+
+    ev = recipe.evaluate
+    spec = parse_model_spec(card_name if card_name else f"hf:{out.resolve()}")
+    options = RunOptions(
+        out=Path(ev.out) if ev.out else out / "eval", limit=ev.limit, n_samples=ev.n_samples,
+        temperature=ev.temperature, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
+        data_dir=Path(ev.data_dir) if ev.data_dir else None, seed=ev.seed, progress=progress,
+    )
+    written = run([spec], resolve_tasks(",".join(ev.tasks)), options, argv=["phi-eval", "train", recipe.path])
+    for path in written:
+        results = json.loads(path.read_text())["results"]
+        scores = ", ".join(f"{task} {key.split(',')[0]}={value:.4f}" for task, metrics in results.items()
+                           for key, value in metrics.items() if "_stderr" not in key and isinstance(value, float))
+        if progress:
+            tqdm.write(f"evaluated {spec.name}: {scores} ({path})")
+    return written
+
+
+def prepare_data(recipe, progress: bool = False):
+    """Files (or the corpus the data stages write) -> tokenizer (trained on the training
+    split only) -> two token streams, and the manifest of what went in."""
     tc = recipe.training
-    corpus = collect_corpus(recipe.data)
+    stages = None
+    if recipe.data.stages is not None:
+        from phi_eval.data.pipeline import run_stages
+
+        work_dir = paths.home() / "data" / recipe.name
+        corpus_file = run_stages(recipe.data.stages, work_dir, progress=progress)
+        corpus = collect_corpus(recipe.data, sources=[Path(corpus_file)])
+        # pipeline.json lists each stage's output, manifest, hash and document count.
+        stages = {"work_dir": str(work_dir), **json.loads((work_dir / "pipeline.json").read_text())}
+    else:
+        corpus = collect_corpus(recipe.data)
     if recipe.tokenizer.train is not None:
         tokenizer = train_bpe(corpus.train, recipe.tokenizer.train.vocab_size, recipe.model.context_length)
     else:
@@ -183,6 +355,8 @@ def prepare_data(recipe):
             raise UsageError(f"data: the {split} split has {len(ids)} tokens, fewer than training.seq_len "
                              f"({tc.seq_len}); add files or lower training.seq_len")
     manifest = {**corpus.manifest, "tokens": len(train_ids) + len(val_ids), "val_tokens": len(val_ids)}
+    if stages is not None:
+        manifest["stages"] = stages
     return tokenizer, train_ids, val_ids, manifest
 
 
@@ -195,10 +369,12 @@ def validation_windows(val_ids: torch.Tensor, tc) -> torch.Tensor:
 
 
 def lr_at(step: int, tc, total_steps: int, time_used: float = 0.0) -> float:
-    """Linear warmup to tc.lr, then cosine or linear decay that reaches tc.min_lr at the
-    last step, or when `time_used` (the share of max_minutes spent) reaches 1, if sooner."""
+    """Linear warmup to tc.lr, then constant, or cosine or linear decay that reaches tc.min_lr
+    at the last step, or when `time_used` (the share of max_minutes spent) reaches 1, if sooner."""
     if step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.schedule == "constant":
+        return tc.lr
     progress = (step - tc.warmup_steps) / max(1, total_steps - 1 - tc.warmup_steps)
     progress = min(1.0, max(progress, time_used))
     decay = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress

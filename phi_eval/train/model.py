@@ -1,15 +1,14 @@
-"""A recipe's `model:` section as a freshly initialised transformers PhiForCausalLM."""
+"""A recipe's `model:` section as a transformers PhiConfig / freshly initialised PhiForCausalLM."""
 from __future__ import annotations
 
 from transformers import PhiConfig, PhiForCausalLM
 
 
-def build_model(spec, tokenizer) -> PhiForCausalLM:
+def phi_config(spec, vocab_size: int, eos_id: int, bos_id: int | None = None, pad_id: int | None = None) -> PhiConfig:
     """Phi's block: one LayerNorm feeding attention and MLP in parallel, partial rotary,
     gelu_new, untied input and output embeddings (PhiConfig's defaults keep the rest)."""
-    eos = tokenizer.eos_token_id
-    config = PhiConfig(
-        vocab_size=len(tokenizer),
+    return PhiConfig(
+        vocab_size=spec.vocab_size or vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.mlp_size,
         num_hidden_layers=spec.layers,
@@ -25,8 +24,12 @@ def build_model(spec, tokenizer) -> PhiForCausalLM:
         attention_dropout=spec.dropout,
         resid_pdrop=spec.dropout,
         tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos_id if bos_id is not None else eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
     )
+
+
+def build_model(spec, tokenizer) -> PhiForCausalLM:
+    config = phi_config(spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id)
     return PhiForCausalLM(config)

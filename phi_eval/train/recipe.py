@@ -12,21 +12,32 @@ Floats may be written `1e-3` (YAML would otherwise read that as a string).
       rotary_dim: 16           # rotary dims per head (partial rotary); even, <= head dim
       context_length: 256      # max_position_embeddings
       intermediate_size: null  # MLP inner size; null = 4 * hidden_size
+      vocab_size: null         # embedding rows; null = the tokenizer's size (phi-1 pads
+                               # codegen's 50295 tokens to 51200); at least the tokenizer's
       dropout: 0.0             # attention and residual dropout
       rope_theta: 10000.0
     tokenizer:                 # exactly one of:
       train:                   #   train a byte-level BPE on the training split
         vocab_size: 4096       #     including the one special token <|endoftext|>
-      path: null               #   or load a local tokenizer dir / hub id
-    data:
+      path: null               #   or load an existing one: a local directory or a hub id
+                               #   (e.g. Salesforce/codegen-350M-mono, phi-1's tokenizer)
+    data:                      # exactly one of source / stages:
       source: stdlib           # "stdlib" (this Python's standard library) or a list of
-                               # directories; *.py files, test dirs left out (corpus.py)
+                               # directories (their *.py files, test dirs left out) and
+                               # JSONL files (one {"text": ...} document a line); corpus.py
+      stages: null             # or a list of data stages (source, annotate, classify, filter,
+                               # synthesize, dedup) run by phi_eval.data.pipeline; each item
+                               # is a mapping whose keys that module documents and checks;
+                               # `{stdlib}` in a setting is this Python's standard library
       skip_generated: true     # leave out files whose first 5 lines say "generated"
-      max_bytes: null          # cap on the corpus size; files picked by path hash
-      val_fraction: 0.05       # held-out files, picked by path hash
+      max_bytes: null          # cap on the corpus size; documents picked by hash
+      val_fraction: 0.05       # held-out documents, picked by hash
     training:
       seq_len: 256             # tokens per sequence; <= model.context_length
-      batch_size: 16           # sequences per step
+      batch_size: 16           # sequences per optimizer step, over all devices
+      micro_batch_size: null   # sequences per forward pass on one device; null = batch_size.
+                               # Gradient accumulation makes up the rest: batch_size must be
+                               # micro_batch_size x devices x accumulation steps
       max_steps: null          # exactly one of max_steps / max_tokens
       max_tokens: null         #   (max_tokens = max_steps * batch_size * seq_len)
       max_minutes: null        # also stop when the training loop has run this long; the
@@ -34,7 +45,7 @@ Floats may be written `1e-3` (YAML would otherwise read that as a string).
       lr: 1e-3                 # peak learning rate (AdamW)
       min_lr: 0.0              # where the decay ends
       warmup_steps: 0          # linear warmup from 0 to lr
-      schedule: cosine         # decay after warmup: cosine | linear
+      schedule: cosine         # after warmup: cosine | linear decay, or constant (phi-1.5)
       betas: [0.9, 0.95]       # AdamW betas
       weight_decay: 0.1        # on matrices only, not on biases / norms
       grad_clip: 1.0           # max gradient norm; null = no clipping
@@ -43,7 +54,24 @@ Floats may be written `1e-3` (YAML would otherwise read that as a string).
       eval_batches: 8          # validation batches per evaluation (fixed sequences)
       log_every: 10            # steps between train_log.jsonl lines
       threads: null            # CPU threads; null = all cores available to the process
-      precision: fp32          # fp32 | bf16 | fp16 (accelerate mixed precision)
+      precision: fp32          # fp32 | bf16 | fp16 (accelerate mixed precision; bf16/fp16 on GPU)
+      checkpoint_every: null   # steps between resumable checkpoints (accelerate's save_state
+                               # plus the step and data position); null = none. A rerun of
+                               # the same recipe into the same directory resumes from the last
+    finetune: null             # a second phase from the first one's weights and tokenizer,
+      data: {...}              #   fresh optimizer and schedule; the keys of data: and
+      training: {...}          #   training: above (phi-1 = phi-1-base finetuned on CodeExercises)
+    evaluate: null             # after training, run phi-eval's harness on the checkpoint:
+      tasks: [humaneval]       #   task names or groups, as `phi-eval run --tasks`
+      limit: null              #   the options of `phi-eval run`, same names and defaults
+      n_samples: null
+      temperature: 0.0
+      top_p: 1.0
+      max_new_tokens: null
+      batch_size: auto
+      data_dir: null           #   benchmark files (e.g. ../shared/benchmarks) for mbpp
+      seed: 1234
+      out: null                #   results directory; null = CHECKPOINT/eval
 
 Overrides are `section.key=value` strings with the value read as YAML, e.g.
 `training.max_steps=10`, `training.lr=3e-4`, `data.source=[./src]`,
@@ -54,6 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sysconfig
 import types
 import typing
 from dataclasses import dataclass, field
@@ -72,6 +101,7 @@ class ModelSpec:
     rotary_dim: int = 16
     context_length: int = 256
     intermediate_size: int | None = None
+    vocab_size: int | None = None
     dropout: float = 0.0
     rope_theta: float = 10000.0
 
@@ -97,7 +127,8 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    source: str | list[str] = "stdlib"
+    source: str | list[str] | None = None  # None with no stages means "stdlib"
+    stages: list[dict] | None = None
     skip_generated: bool = True
     max_bytes: int | None = None
     val_fraction: float = 0.05
@@ -107,6 +138,7 @@ class DataSpec:
 class TrainingSpec:
     seq_len: int = 256
     batch_size: int = 16
+    micro_batch_size: int | None = None
     max_steps: int | None = None
     max_tokens: int | None = None
     max_minutes: float | None = None
@@ -123,6 +155,7 @@ class TrainingSpec:
     log_every: int = 10
     threads: int | None = None
     precision: str = "fp32"
+    checkpoint_every: int | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -134,6 +167,32 @@ class TrainingSpec:
             return self.max_steps
         return -(-self.max_tokens // self.tokens_per_step)  # ceiling division
 
+    def accumulation_steps(self, devices: int) -> int:
+        """Forward/backward passes per optimizer step on each device (checked by the loop)."""
+        return self.batch_size // ((self.micro_batch_size or self.batch_size) * devices)
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """A second phase that continues from the first phase's weights (and tokenizer) with a
+    fresh optimizer: phi-1 is phi-1-base (CodeTextbook) finetuned on CodeExercises."""
+    data: DataSpec = field(default_factory=DataSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    tasks: list[str] = field(default_factory=lambda: ["humaneval"])
+    limit: int | None = None
+    n_samples: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    batch_size: int | str = "auto"
+    data_dir: str | None = None
+    seed: int = 1234
+    out: str | None = None
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -142,6 +201,8 @@ class Recipe:
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
     data: DataSpec = field(default_factory=DataSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    finetune: FinetuneSpec | None = None
+    evaluate: EvaluateSpec | None = None
     # Where the recipe came from; not part of the schema.
     path: str = field(default="", metadata={"internal": True})
     overrides: tuple[str, ...] = field(default=(), metadata={"internal": True})
@@ -179,13 +240,45 @@ def load_recipe(path, overrides=()) -> Recipe:
         _set_nested(path, raw, key, value, item)
         overridden[key] = item
 
+    for data in (raw.get("data"), (raw.get("finetune") or {}).get("data") if isinstance(raw.get("finetune"), dict)
+                 else None):
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            data["stages"] = _expand_placeholders(data["stages"])
+
     checker = _Checker(path, overridden)
     recipe = checker.build(Recipe, raw, "")
     checker.validate(recipe)
-    if isinstance(recipe.data.source, list):  # so the checkpoint's recipe.yaml works from anywhere
-        absolute = [str(Path(p).resolve()) for p in recipe.data.source]
-        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, source=absolute))
+    recipe = dataclasses.replace(recipe, data=_normalized(recipe.data))
+    if recipe.finetune is not None:
+        finetune = dataclasses.replace(recipe.finetune, data=_normalized(recipe.finetune.data))
+        recipe = dataclasses.replace(recipe, finetune=finetune)
+    if recipe.evaluate is not None:
+        absolute = {key: str(Path(getattr(recipe.evaluate, key)).resolve()) for key in ("data_dir", "out")
+                    if getattr(recipe.evaluate, key) is not None}
+        recipe = dataclasses.replace(recipe, evaluate=dataclasses.replace(recipe.evaluate, **absolute))
     return dataclasses.replace(recipe, path=str(path), overrides=tuple(overrides))
+
+
+def _expand_placeholders(value):
+    """`{stdlib}` in a stage setting: this Python's standard library directory, so a recipe's
+    source stage can name it on any machine."""
+    if isinstance(value, str):
+        return value.replace("{stdlib}", sysconfig.get_paths()["stdlib"])
+    if isinstance(value, list):
+        return [_expand_placeholders(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_placeholders(v) for k, v in value.items()}
+    return value
+
+
+def _normalized(data: DataSpec) -> DataSpec:
+    """Absolute paths, so the checkpoint's recipe.yaml works from anywhere; no source and no
+    stages means the standard library."""
+    if isinstance(data.source, list):
+        return dataclasses.replace(data, source=[str(Path(p).resolve()) for p in data.source])
+    if data.source is None and data.stages is None:
+        return dataclasses.replace(data, source="stdlib")
+    return data
 
 
 def _parse_override(path, item: str):
@@ -214,7 +307,7 @@ def _set_nested(path, raw: dict, key: str, value, item: str):
 
 
 def _describe(hint) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
     if hint in names:
         return names[hint]
     if typing.get_origin(hint) is list:
@@ -290,6 +383,8 @@ class _Checker:
             return False, None
         if hint is str:
             return isinstance(value, str), value
+        if hint is dict:
+            return isinstance(value, dict), value
         raise TypeError(f"unsupported schema type {hint!r}")
 
     def validate(self, r: Recipe):
@@ -307,8 +402,9 @@ class _Checker:
         # transformers rotates head_dim * partial_rotary_factor dims, in pairs.
         if m.rotary_dim % 2 or m.rotary_dim > m.head_dim:
             fail("model.rotary_dim", f"must be even and at most the head dim {m.head_dim} (got {m.rotary_dim})")
-        if m.intermediate_size is not None and m.intermediate_size < 1:
-            fail("model.intermediate_size", f"must be at least 1 (got {m.intermediate_size})")
+        for key in ("intermediate_size", "vocab_size"):
+            if getattr(m, key) is not None and getattr(m, key) < 1:
+                fail(f"model.{key}", f"must be at least 1 (got {getattr(m, key)})")
         if not 0 <= m.dropout < 1:
             fail("model.dropout", f"must be in [0, 1) (got {m.dropout})")
 
@@ -321,52 +417,112 @@ class _Checker:
             # 256 byte tokens and <|endoftext|> come first; merges need room after them.
             fail("tokenizer.train.vocab_size", f"must be at least 258 (got {t.train.vocab_size})")
 
-        d = r.data
+        self.validate_data(r.data, "data")
+        self.validate_training(r.training, m, "training")
+        if r.finetune is not None:
+            self.validate_data(r.finetune.data, "finetune.data")
+            self.validate_training(r.finetune.training, m, "finetune.training")
+
+        if r.evaluate is not None:
+            self.validate_evaluate(r.evaluate)
+
+    def validate_data(self, d: DataSpec, where: str):
+        fail = self.fail
+        if d.source is not None and d.stages is not None:
+            fail(f"{where}.stages", f"and {where}.source are both set; set one of them to null")
         if isinstance(d.source, str) and d.source != "stdlib":
-            fail("data.source", f"must be 'stdlib' or a list of directories (got {d.source!r})")
+            fail(f"{where}.source", f"must be 'stdlib' or a list of directories and JSONL files (got {d.source!r})")
         if isinstance(d.source, list):
             if not d.source:
-                fail("data.source", "must list at least one directory")
-            for directory in d.source:
-                if not Path(directory).is_dir():
-                    fail("data.source", f"lists {directory!r}, which is not a directory")
+                fail(f"{where}.source", "must list at least one directory or JSONL file")
+            for entry in d.source:
+                if not (Path(entry).is_dir() or (entry.endswith(".jsonl") and Path(entry).is_file())):
+                    fail(f"{where}.source", f"lists {entry!r}, which is neither a directory nor a JSONL file")
+        if d.stages is not None:
+            self.validate_stages(d.stages, f"{where}.stages")
         if d.max_bytes is not None and d.max_bytes < 1:
-            fail("data.max_bytes", f"must be at least 1 (got {d.max_bytes})")
+            fail(f"{where}.max_bytes", f"must be at least 1 (got {d.max_bytes})")
         if not 0 < d.val_fraction < 1:
-            fail("data.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})")
+            fail(f"{where}.val_fraction", f"must be between 0 and 1 (got {d.val_fraction})")
 
-        tr = r.training
+    def validate_training(self, tr: TrainingSpec, m: ModelSpec, where: str):
+        fail = self.fail
         for key in ("seq_len", "batch_size", "eval_every", "eval_batches", "log_every"):
             if getattr(tr, key) < 1:
-                fail(f"training.{key}", f"must be at least 1 (got {getattr(tr, key)})")
+                fail(f"{where}.{key}", f"must be at least 1 (got {getattr(tr, key)})")
         if tr.seq_len > m.context_length:
-            fail("training.seq_len", f"must be at most model.context_length (got {tr.seq_len} > {m.context_length})")
+            fail(f"{where}.seq_len", f"must be at most model.context_length (got {tr.seq_len} > {m.context_length})")
         if tr.max_steps is None and tr.max_tokens is None:
-            fail("training.max_steps", "or training.max_tokens must be set")
+            fail(f"{where}.max_steps", f"or {where}.max_tokens must be set")
         if tr.max_steps is not None and tr.max_tokens is not None:
-            fail("training.max_tokens", "and training.max_steps are both set; set one of them to null")
+            fail(f"{where}.max_tokens", f"and {where}.max_steps are both set; set one of them to null")
         for key in ("max_steps", "max_tokens", "threads"):
             value = getattr(tr, key)
             if value is not None and value < 1:
-                fail(f"training.{key}", f"must be at least 1 (got {value})")
+                fail(f"{where}.{key}", f"must be at least 1 (got {value})")
         if tr.max_minutes is not None and tr.max_minutes <= 0:
-            fail("training.max_minutes", f"must be positive (got {tr.max_minutes})")
+            fail(f"{where}.max_minutes", f"must be positive (got {tr.max_minutes})")
         if tr.lr <= 0:
-            fail("training.lr", f"must be positive (got {tr.lr})")
+            fail(f"{where}.lr", f"must be positive (got {tr.lr})")
         if not 0 <= tr.min_lr <= tr.lr:
-            fail("training.min_lr", f"must be between 0 and training.lr (got {tr.min_lr})")
+            fail(f"{where}.min_lr", f"must be between 0 and {where}.lr (got {tr.min_lr})")
         if tr.warmup_steps < 0:
-            fail("training.warmup_steps", f"must be 0 or more (got {tr.warmup_steps})")
-        if tr.schedule not in ("cosine", "linear"):
-            fail("training.schedule", f"must be cosine or linear (got {tr.schedule!r})")
+            fail(f"{where}.warmup_steps", f"must be 0 or more (got {tr.warmup_steps})")
+        if tr.schedule not in ("cosine", "linear", "constant"):
+            fail(f"{where}.schedule", f"must be cosine, linear or constant (got {tr.schedule!r})")
         if len(tr.betas) != 2 or not all(0 <= b < 1 for b in tr.betas):
-            fail("training.betas", f"must be two numbers in [0, 1) (got {tr.betas})")
+            fail(f"{where}.betas", f"must be two numbers in [0, 1) (got {tr.betas})")
         if tr.weight_decay < 0:
-            fail("training.weight_decay", f"must be 0 or more (got {tr.weight_decay})")
+            fail(f"{where}.weight_decay", f"must be 0 or more (got {tr.weight_decay})")
         if tr.grad_clip is not None and tr.grad_clip <= 0:
-            fail("training.grad_clip", f"must be positive, or null for no clipping (got {tr.grad_clip})")
+            fail(f"{where}.grad_clip", f"must be positive, or null for no clipping (got {tr.grad_clip})")
         if tr.precision not in ("fp32", "bf16", "fp16"):
-            fail("training.precision", f"must be fp32, bf16 or fp16 (got {tr.precision!r})")
+            fail(f"{where}.precision", f"must be fp32, bf16 or fp16 (got {tr.precision!r})")
+        if tr.micro_batch_size is not None:
+            if tr.micro_batch_size < 1:
+                fail(f"{where}.micro_batch_size", f"must be at least 1 (got {tr.micro_batch_size})")
+            if tr.batch_size % tr.micro_batch_size:
+                fail(f"{where}.micro_batch_size", f"must divide {where}.batch_size "
+                     f"(got {tr.micro_batch_size} and {tr.batch_size})")
+        if tr.checkpoint_every is not None and tr.checkpoint_every < 1:
+            fail(f"{where}.checkpoint_every", f"must be at least 1, or null for none (got {tr.checkpoint_every})")
+
+    def validate_stages(self, stages: list[dict], where: str):
+        if not stages:
+            self.fail(where, "must list at least one stage")
+        try:
+            from phi_eval.data.pipeline import validate_stages
+        except ImportError:
+            self.fail(where, "needs phi_eval.data.pipeline, which this installation lacks; "
+                      "use data.source instead")
+        try:
+            validate_stages(stages, where=where)
+        except UsageError as e:  # it names the field (data.stages[2].keep_fraction); add the file
+            raise UsageError(f"{self.path}: {e}") from None
+
+    def validate_evaluate(self, ev: EvaluateSpec):
+        from phi_eval.tasks import resolve_tasks  # light: task modules load their data lazily
+
+        if not ev.tasks:
+            self.fail("evaluate.tasks", "must list at least one task, e.g. [humaneval]")
+        try:
+            resolve_tasks(",".join(ev.tasks))
+        except UsageError as e:
+            self.fail("evaluate.tasks", f"names a task phi-eval lacks ({e})")
+        for key in ("limit", "n_samples", "max_new_tokens"):
+            value = getattr(ev, key)
+            if value is not None and value < 1:
+                self.fail(f"evaluate.{key}", f"must be at least 1 (got {value})")
+        if ev.temperature < 0:
+            self.fail("evaluate.temperature", f"must be 0 (greedy) or more (got {ev.temperature})")
+        if not 0 < ev.top_p <= 1:
+            self.fail("evaluate.top_p", f"must be in (0, 1] (got {ev.top_p})")
+        if isinstance(ev.batch_size, str) and ev.batch_size != "auto":
+            self.fail("evaluate.batch_size", f"must be an integer or auto (got {ev.batch_size!r})")
+        if isinstance(ev.batch_size, int) and ev.batch_size < 1:
+            self.fail("evaluate.batch_size", f"must be at least 1 (got {ev.batch_size})")
+        if ev.data_dir is not None and not Path(ev.data_dir).is_dir():
+            self.fail("evaluate.data_dir", f"is {ev.data_dir!r}, which is not a directory")
 
 
 def _is_union(hint) -> bool:
