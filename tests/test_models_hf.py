@@ -77,6 +77,14 @@ def test_loglikelihood_matches_a_direct_forward_pass(tiny_phi_dir):
         assert logprob == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_continuation_longer_than_the_context_is_a_usage_error(tiny_phi_dir):
+    model = load(tiny_phi_dir, 4)
+    long_text = " x = 1" * (model.max_length + 10)
+    with pytest.raises(UsageError, match="longer than the model's context"):
+        model.loglikelihood([("def f():", long_text)], progress=False)
+    assert model.loglikelihood_rolling([long_text], progress=False)[0] < 0  # long texts score in windows
+
+
 def test_bad_dtype_and_missing_model_are_usage_errors(tiny_phi_dir, tmp_path):
     with pytest.raises(UsageError, match="--dtype"):
         HFModel(str(tiny_phi_dir), name="tiny", device="cpu", dtype="float8")

@@ -362,6 +362,10 @@ class HFModel:
     def _score_tokens(self, requests: list[tuple[list[int], list[int]]], bar) -> list[tuple[float, bool]]:
         """(sum of log-probs, is greedy) of each continuation after its context, as lm-eval's HFLM computes it:
         the last max_length tokens of context + continuation in one row, longest rows first."""
+        longest = max((len(continuation) for _, continuation in requests), default=0)
+        if longest > self.max_length:  # lm-eval's HFLM fails here too: no row holds the whole continuation
+            raise UsageError(f"a continuation of {longest} tokens is longer than the model's context "
+                             f"({self.max_length}); score long texts with loglikelihood_rolling")
         rows = [(context + continuation)[-(self.max_length + 1):][:-1] for context, continuation in requests]
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         # A continuation with no tokens of its own (merged into the context's last token) scores 0, as in lm-eval.
