@@ -189,6 +189,15 @@ def test_a_server_without_prompt_logprobs_is_one_clear_error(plain_server):
     assert "arc_easy" in message and "phi-eval serve" in message
 
 
+def run_served_and_local(capsys, tmp_path, server, model_dir, task, *options):
+    """The samples of one task run through serve (openai:) and in-process (hf:) on the same model."""
+    common = ["--tasks", task, *options, "--data-dir", str(SHARED_BENCHMARKS)]
+    for spec, out in ((f"openai:tiny@{server.base_url}", "api"), (f"hf:{model_dir}", "local")):
+        code, _, err = run_cli(capsys, "run", "--models", spec, "--device", "cpu", *common, "--out", str(tmp_path / out))
+        assert code == 0, err
+    return samples(tmp_path / "api", task), samples(tmp_path / "local", task)
+
+
 @pytest.mark.skipif(not (SHARED_BENCHMARKS / "arc").is_dir(), reason="needs ../shared/benchmarks")
 def test_a_multiple_choice_run_against_it_stops_with_one_line(plain_server, tmp_path, phi_home, capsys):
     code, _, err = run_cli(capsys, "run", "--models", f"openai:m@{plain_server}", "--tasks", "arc_easy",
@@ -224,14 +233,7 @@ def test_rate_limits_are_retried(plain_server, monkeypatch):
 @pytest.mark.skipif(not (SHARED_BENCHMARKS / "arc").is_dir(), reason="needs ../shared/benchmarks")
 def test_a_multiple_choice_task_through_serve_equals_the_hf_backend(tiny_phi_dir, server, tmp_path, phi_home,
                                                                     capsys):
-    common = ["--tasks", "arc_easy", "--limit", "4", "--data-dir", str(SHARED_BENCHMARKS)]
-    code, _, err = run_cli(capsys, "run", "--models", f"openai:tiny@{server.base_url}", *common,
-                           "--out", str(tmp_path / "api"))
-    assert code == 0, err
-    code, _, err = run_cli(capsys, "run", "--models", f"hf:{tiny_phi_dir}", "--device", "cpu", *common,
-                           "--out", str(tmp_path / "local"))
-    assert code == 0, err
-    remote, local = samples(tmp_path / "api", "arc_easy"), samples(tmp_path / "local", "arc_easy")
+    remote, local = run_served_and_local(capsys, tmp_path, server, tiny_phi_dir, "arc_easy", "--limit", "4")
     assert len(remote) == 4
     for r, l in zip(remote, local):
         assert (r["prediction"], r["prediction_norm"]) == (l["prediction"], l["prediction_norm"])
@@ -240,13 +242,7 @@ def test_a_multiple_choice_task_through_serve_equals_the_hf_backend(tiny_phi_dir
 
 @pytest.mark.skipif(not (SHARED_BENCHMARKS / "gsm8k").is_dir(), reason="needs ../shared/benchmarks")
 def test_gsm8k_through_serve_equals_the_hf_backend(tiny_phi_dir, server, tmp_path, phi_home, capsys):
-    common = ["--tasks", "gsm8k", "--limit", "2", "--max-new-tokens", "24", "--data-dir", str(SHARED_BENCHMARKS)]
-    code, _, err = run_cli(capsys, "run", "--models", f"openai:tiny@{server.base_url}", *common,
-                           "--out", str(tmp_path / "api"))
-    assert code == 0, err
-    code, _, err = run_cli(capsys, "run", "--models", f"hf:{tiny_phi_dir}", "--device", "cpu", *common,
-                           "--out", str(tmp_path / "local"))
-    assert code == 0, err
-    remote, local = samples(tmp_path / "api", "gsm8k"), samples(tmp_path / "local", "gsm8k")
+    remote, local = run_served_and_local(capsys, tmp_path, server, tiny_phi_dir, "gsm8k", "--limit", "2",
+                                         "--max-new-tokens", "24")
     assert len(remote) == 2
     assert [r["completion"] for r in remote] == [r["completion"] for r in local]

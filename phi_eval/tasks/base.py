@@ -115,11 +115,7 @@ class CodeTask(Task):
         for i, (request, completion, verdict) in enumerate(zip(requests, completions, verdicts)):
             doc = docs[i // n]
             records.append({
-                "doc_id": doc["doc_id"],
-                "sample_index": request.sample_index,
-                "prompt": request.prompt,
-                "completion": completion["text"],
-                "finish_reason": completion["finish_reason"],
+                **generation_record(doc, request, completion),
                 "passed": verdict["passed"],
                 "status": verdict["status"],
                 "error_kind": None if verdict["passed"] else verdict["status"],
@@ -139,6 +135,12 @@ class CodeTask(Task):
         return {**super().config(),
                 "generation_kwargs": {"until": list(self.stop), "max_gen_toks": self.max_new_tokens},
                 "metric_list": [{"metric": "pass@k", "aggregation": "mean", "higher_is_better": True}]}
+
+
+def generation_record(doc: dict, request, completion: dict) -> dict:
+    """The fields every record of a generated sample starts with."""
+    return {"doc_id": doc["doc_id"], "sample_index": request.sample_index, "prompt": request.prompt,
+            "completion": completion["text"], "finish_reason": completion["finish_reason"]}
 
 
 def correct_per_doc(records: list[dict]) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from phi_eval.errors import UsageError
 from phi_eval.metrics import mean_stderr
-from phi_eval.tasks.base import Task, doc_hash, short_hash
+from phi_eval.tasks.base import Task, doc_hash, generation_record, short_hash
 
 HUB_DATASET = ("openai/gsm8k", "main")
 
@@ -149,11 +149,7 @@ class GSM8KChainOfThought(Task):
             doc = docs[i // n]
             extracted = extract_answers(completion["text"])
             records.append({
-                "doc_id": doc["doc_id"],
-                "sample_index": request.sample_index,
-                "prompt": request.prompt,
-                "completion": completion["text"],
-                "finish_reason": completion["finish_reason"],
+                **generation_record(doc, request, completion),
                 "extracted": extracted,
                 "target": doc["target"],
                 "scores": {f"exact_match,{name}": exact_match(answer, doc["target"])
