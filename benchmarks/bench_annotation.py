@@ -4,8 +4,8 @@ Two endpoints, each with the same documents (the first N *.py files of the stand
 the cache off so every document is a request:
 
 - `phi-eval serve` over a tiny random Phi (tests/tiny.py), started as a subprocess the way a
-  user would (`phi-eval serve hf:DIR --port P`). The server runs one model call at a time, so
-  concurrency can only overlap the client's and the HTTP layer's work with the model's.
+  user would (`phi-eval serve hf:DIR --port P`). The server decodes the requests that wait
+  together as one batch, so concurrency gains what batching and overlapping HTTP work give.
 - a scripted endpoint that answers every request after a fixed latency and serves requests in
   parallel, like a hosted API: what the client's thread pool gains when the server scales.
 
