@@ -45,3 +45,14 @@ def mbpp_dir(tmp_path) -> Path:
     from tiny import write_mbpp_fixture
 
     return write_mbpp_fixture(tmp_path / "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it spins waiting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

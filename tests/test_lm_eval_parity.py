@@ -6,15 +6,7 @@ import pytest
 from phi_eval.models.hf import HFModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it spins waiting."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lm_eval_hflm(model: HFModel, batch_size: int | str = 8):

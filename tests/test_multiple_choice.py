@@ -14,15 +14,7 @@ SUITE = ("winogrande", "arc_easy", "arc_challenge", "boolq", "siqa", "piqa", "he
 MMLU_SUBJECTS = ("astronomy", "college_biology")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it spins waiting."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_release_fixture(root: Path, items: int = 12) -> Path:
