@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from phi_eval.errors import UsageError
+
 
 def json_objects(path: Path) -> Iterator[tuple[str, dict | None]]:
     """("FILE:LINE", the line's JSON object) for every non-blank line, None where the line is not
@@ -20,3 +22,13 @@ def json_objects(path: Path) -> Iterator[tuple[str, dict | None]]:
             except json.JSONDecodeError:
                 record = None
             yield f"{path}:{number}", record if isinstance(record, dict) else None
+
+
+def read_json_objects(path: Path) -> list[dict]:
+    """Every object of a release file; a line that is not a JSON object is a usage error naming it."""
+    objects = []
+    for where, record in json_objects(path):
+        if record is None:
+            raise UsageError(f"{where} is not a JSON object; give the benchmark's original release file")
+        objects.append(record)
+    return objects

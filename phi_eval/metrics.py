@@ -31,3 +31,11 @@ def pass_at_k_metrics(correct_per_doc: list[tuple[int, int]]) -> dict[str, float
         metrics[f"pass@{k},none"] = sum(per_doc) / len(per_doc)
         metrics[f"pass@{k}_stderr,none"] = mean_stderr(per_doc)
     return metrics
+
+
+def mean_metric(key: str, per_doc: list[float]) -> dict[str, float]:
+    """{"<metric>,<filter>": mean, "<metric>_stderr,<filter>": its stderr} over per-doc values ({} for none)."""
+    if not per_doc:
+        return {}
+    metric, _, filter_ = key.partition(",")
+    return {key: sum(per_doc) / len(per_doc), f"{metric}_stderr,{filter_}": mean_stderr(per_doc)}

@@ -73,3 +73,10 @@ def test_reference_solutions_pass_in_the_sandbox(mbpp_dir):
     wrong = [(humaneval.program(d, "    return None\n"), humaneval.tests(d)) for d in he_docs[:5]]
     with Sandbox(workers=2) as sandbox:
         assert not any(v.passed for v in sandbox.check_all(wrong, progress=False))
+
+
+def test_a_broken_release_file_names_its_bad_line(tmp_path):
+    (tmp_path / "mbpp").mkdir()
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text('{"task_id": 1}\n\n[1, 2]\n')
+    with pytest.raises(UsageError, match=r"mbpp.jsonl:3 is not a JSON object"):
+        TASKS["mbpp"].load_docs(tmp_path)

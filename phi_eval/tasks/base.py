@@ -143,6 +143,14 @@ def generation_record(doc: dict, request, completion: dict) -> dict:
             "completion": completion["text"], "finish_reason": completion["finish_reason"]}
 
 
+def per_doc_means(records: list[dict], score: str) -> list[float]:
+    """Per doc, the mean of a per-sample score over the doc's samples, in first-seen doc order."""
+    per_doc: dict[str, list[float]] = {}
+    for record in records:
+        per_doc.setdefault(record["doc_id"], []).append(record["scores"][score])
+    return [sum(values) / len(values) for values in per_doc.values()]
+
+
 def correct_per_doc(records: list[dict]) -> list[tuple[int, int]]:
     """[(samples, passed samples)] per doc, in first-seen doc order."""
     counts: dict[str, list[int]] = {}

@@ -8,14 +8,14 @@ tests/test_math_tasks.py checks them against that file and lm-eval's own filter 
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
-from phi_eval.metrics import mean_stderr
-from phi_eval.tasks.base import Task, doc_hash, generation_record, short_hash
+from phi_eval.jsonl import read_json_objects
+from phi_eval.metrics import mean_metric
+from phi_eval.tasks.base import Task, doc_hash, generation_record, per_doc_means, short_hash
 
 HUB_DATASET = ("openai/gsm8k", "main")
 
@@ -66,8 +66,7 @@ def read_local(data_dir: Path) -> list[dict]:
     path = data_dir / "gsm8k" / "test.jsonl"
     if not path.exists():
         raise UsageError(f"GSM8K data not found at {path}; point --data-dir at a folder holding gsm8k/test.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_json_objects(path)
 
 
 def read_hub() -> list[dict]:
@@ -118,14 +117,6 @@ def exact_match(prediction: str, target: str) -> float:
     return float(normalise(prediction) == normalise(target))
 
 
-def mean_over_docs(records: list[dict], key: str) -> list[float]:
-    """Per doc, the mean of a per-sample score over the doc's samples, in first-seen doc order."""
-    per_doc: dict[str, list[float]] = {}
-    for record in records:
-        per_doc.setdefault(record["doc_id"], []).append(record["scores"][key])
-    return [sum(values) / len(values) for values in per_doc.values()]
-
-
 @dataclass(frozen=True)
 class GSM8KChainOfThought(Task):
     def load_docs(self, data_dir: Path | None) -> list[dict]:
@@ -163,10 +154,7 @@ class GSM8KChainOfThought(Task):
     def metrics(self, records: list[dict]) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name in FILTERS:
-            values = mean_over_docs(records, f"exact_match,{name}")
-            if values:
-                metrics[f"exact_match,{name}"] = sum(values) / len(values)
-                metrics[f"exact_match_stderr,{name}"] = mean_stderr(values)
+            metrics.update(mean_metric(f"exact_match,{name}", per_doc_means(records, f"exact_match,{name}")))
         return metrics
 
     def config(self) -> dict:

@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from phi_eval.metrics import mean_stderr
-from phi_eval.tasks.base import CodeTask
-from phi_eval.tasks.gsm8k import COT_EXEMPLARS, load_gsm8k, mean_over_docs
+from phi_eval.metrics import mean_metric
+from phi_eval.tasks.base import CodeTask, per_doc_means
+from phi_eval.tasks.gsm8k import COT_EXEMPLARS, load_gsm8k
 
 # One program per exemplar of COT_EXEMPLARS, in the same order.
 EXEMPLAR_BODIES = (
@@ -98,11 +98,10 @@ class GSM8KViaCoding(CodeTask):
         return records
 
     def metrics(self, records: list[dict]) -> dict[str, float]:
-        values = mean_over_docs(records, "exact_match")
-        if not values:
+        if not records:
             return {}
         counts = Counter(record["outcome"] for record in records)
-        return {"exact_match,none": sum(values) / len(values), "exact_match_stderr,none": mean_stderr(values),
+        return {**mean_metric("exact_match,none", per_doc_means(records, "exact_match")),
                 **{f"{name},none": counts[name] for name in ("correct", "wrong", "crashed", "timed_out")}}
 
     def higher_is_better(self, metric: str) -> bool:

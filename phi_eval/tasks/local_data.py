@@ -7,15 +7,10 @@ copy, its docstring says what was lost and whether lm-eval's prompt can still be
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from phi_eval.errors import UsageError
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from phi_eval.jsonl import read_json_objects
 
 
 def read_labels(path: Path) -> list[str]:
@@ -30,7 +25,7 @@ def aligned(rows: list[dict], labels: list[str], name: str) -> list[tuple[dict, 
 
 def winogrande(root: Path) -> dict[str, list[dict]]:
     """winogrande_1.1 dev.jsonl + dev-labels.lst: the hub's winogrande_xl validation split, field for field."""
-    rows = read_jsonl(root / "winogrande" / "dev.jsonl")
+    rows = read_json_objects(root / "winogrande" / "dev.jsonl")
     labels = read_labels(root / "winogrande" / "dev-labels.lst")
     return {"validation": [{"sentence": r["sentence"], "option1": r["option1"], "option2": r["option2"],
                             "answer": label} for r, label in aligned(rows, labels, "winogrande")]}
@@ -38,7 +33,7 @@ def winogrande(root: Path) -> dict[str, list[dict]]:
 
 def piqa(root: Path) -> dict[str, list[dict]]:
     """PIQA valid.jsonl + valid-labels.lst: the hub's validation split, field for field."""
-    rows = read_jsonl(root / "piqa" / "valid.jsonl")
+    rows = read_json_objects(root / "piqa" / "valid.jsonl")
     labels = read_labels(root / "piqa" / "valid-labels.lst")
     return {"validation": [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(label)}
                            for r, label in aligned(rows, labels, "piqa")]}
@@ -46,7 +41,7 @@ def piqa(root: Path) -> dict[str, list[dict]]:
 
 def siqa(root: Path) -> dict[str, list[dict]]:
     """Social IQa dev.jsonl + dev-labels.lst ("1"/"2"/"3"): the hub's validation split, field for field."""
-    rows = read_jsonl(root / "siqa" / "dev.jsonl")
+    rows = read_json_objects(root / "siqa" / "dev.jsonl")
     labels = read_labels(root / "siqa" / "dev-labels.lst")
     return {"validation": [{"context": r["context"], "question": r["question"], "answerA": r["answerA"],
                             "answerB": r["answerB"], "answerC": r["answerC"], "label": label}
@@ -86,7 +81,7 @@ def llm_foundry_choices(name: str, path: Path, question_prefix: str = "") -> dic
     release has 3- and 5-choice items; llm-foundry's copy has 4 choices everywhere, so such items (a few
     percent) cannot be restored to the original."""
     rows = []
-    for index, r in enumerate(read_jsonl(path)):
+    for index, r in enumerate(read_json_objects(path)):
         query = r["query"]
         if question_prefix:
             if not query.startswith(question_prefix):
@@ -117,7 +112,7 @@ def boolq(root: Path) -> dict[str, list[dict]]:
     adds its own); question text and labels are exact."""
     rows = []
     path = root / "boolq" / "boolq.jsonl"
-    for index, r in enumerate(read_jsonl(path)):
+    for index, r in enumerate(read_json_objects(path)):
         passage, separator, question = r["query"].rpartition("\nQuestion: ")
         if not separator or not passage.startswith("Passage: "):
             raise UsageError(f"{path}: item {index} is not 'Passage: ...\\nQuestion: ...'; give llm-foundry's file")

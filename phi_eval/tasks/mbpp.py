@@ -5,11 +5,11 @@ test asserts, then "[BEGIN]"; the shots end their code with "[DONE]", the stop s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import read_json_objects
 from phi_eval.tasks.base import CodeTask
 
 HUB_DATASET = ("google-research-datasets/mbpp", "full")
@@ -21,8 +21,7 @@ def read_local(data_dir: Path) -> list[dict]:
     path = data_dir / "mbpp" / "mbpp.jsonl"
     if not path.exists():
         raise UsageError(f"MBPP data not found at {path}; point --data-dir at a folder holding mbpp/mbpp.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_json_objects(path)
 
 
 def read_hub() -> list[dict]:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from phi_eval.errors import UsageError
-from phi_eval.metrics import mean_stderr
+from phi_eval.metrics import mean_metric
 from phi_eval.tasks import local_data
-from phi_eval.tasks.base import Task, doc_hash, short_hash
+from phi_eval.tasks.base import Task, doc_hash, per_doc_means, short_hash
 
 METRICS = ("acc", "acc_norm")
 # Every task reports both; lm-eval's YAML for boolq, siqa and winogrande lists acc only.
@@ -149,13 +149,8 @@ class MultipleChoiceTask(Task):
         }
 
     def metrics(self, records: list[dict]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for metric in METRICS:
-            values = [r["scores"][metric] for r in records]
-            if values:
-                out[f"{metric},none"] = sum(values) / len(values)
-                out[f"{metric}_stderr,none"] = mean_stderr(values)
-        return out
+        return {key: value for metric in METRICS
+                for key, value in mean_metric(f"{metric},none", per_doc_means(records, metric)).items()}
 
     def config(self) -> dict:
         return {**super().config(), "lm_eval_task": self.lm_eval_name, "dataset_path": self.hub[0],

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
-from phi_eval.metrics import mean_stderr
-from phi_eval.tasks.base import Task, doc_hash, short_hash
+from phi_eval.metrics import mean_metric
+from phi_eval.tasks.base import Task, doc_hash, per_doc_means, short_hash
 from phi_eval.tasks.toxigen import HUB_DATASET, is_hateful, load_annotated
 
 CHOICES = ("No", "Yes")
@@ -74,13 +74,8 @@ class ToxiGenClassification(Task):
         return records
 
     def metrics(self, records: list[dict]) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for name in ("acc", "acc_norm"):
-            values = [record["scores"][name] for record in records]  # one record per doc
-            if values:
-                metrics[f"{name},none"] = sum(values) / len(values)
-                metrics[f"{name}_stderr,none"] = mean_stderr(values)
-        return metrics
+        return {key: value for name in ("acc", "acc_norm")
+                for key, value in mean_metric(f"{name},none", per_doc_means(records, name)).items()}
 
     def config(self) -> dict:
         return {**super().config(),
