@@ -190,10 +190,12 @@ def cmd_zoo(args) -> None:
     if args.json:
         print(json.dumps([card.to_dict() for card in cards.values()], indent=2, default=str))
         return
-    print(f"{'name':<20} {'backend':<8} {'params':>8} {'tokens':>8}  {'reported':>8}  source")
+    width = max(20, *(len(name) for name in cards))
+    print(f"{'name':<{width}} {'backend':<8} {'params':>8} {'tokens':>8}  {'reported':>8}  source")
     for card in cards.values():
-        print(f"{card.name:<20} {card.backend:<8} {human(card.parameters):>8} {human(card.training_tokens):>8}  "
-              f"{len(card.reported):>8}  {card.hub_id or card.api_model or card.recipe or ''}")
+        source = card.hub_id or card.api_model or card.recipe or (f"pip:{card.package.pip}" if card.package else "")
+        print(f"{card.name:<{width}} {card.backend:<8} {human(card.parameters):>8} {human(card.training_tokens):>8}  "
+              f"{len(card.reported):>8}  {source}")
 
 
 def human(number) -> str:

