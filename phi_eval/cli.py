@@ -259,8 +259,6 @@ def cmd_leaderboard(args) -> None:
 def cmd_train(args) -> None:
     from phi_eval.train import load_recipe, train
 
-    if not args.recipe.exists():
-        raise UsageError(f"recipe {args.recipe} not found; pass a YAML file such as recipes/phi-tiny.yaml")
     if args.compare:
         from phi_eval.train.compare import CompareOptions, compare
 
@@ -352,12 +350,9 @@ def cmd_serve(args) -> None:
 
 
 def cmd_app(args) -> None:
-    from phi_eval.paths import PROJECT_ROOT
+    from phi_eval.app.page import main
 
-    sys.path.insert(0, str(PROJECT_ROOT))
-    import app  # the top-level app.py
-
-    app.main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
+    main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
 
 
 COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train,

@@ -19,13 +19,10 @@ import yaml
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
+from phi_eval.task_names import TASK_NAMES
 
 BACKENDS = ("hf", "openai", "gguf")
 SPEC_KINDS = ("hf", "openai", "replay", "gguf")
-# The benchmark names of DESIGN.md. Kept here so cards validate without importing the
-# task registry (which pulls in dataset code).
-TASKS = ("humaneval", "mbpp", "gsm8k", "gsm8k_code", "winogrande", "arc_easy", "arc_challenge",
-         "boolq", "siqa", "piqa", "hellaswag", "openbookqa", "mmlu", "toxigen")
 RELEASED = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 TRAINING_SUMMARY = "training_summary.json"
 
@@ -117,7 +114,7 @@ class Card:
 
 def zoo_dirs(extra_dirs=None) -> list[Path]:
     """Built-in cards first; later directories override cards of the same name."""
-    dirs = [paths.PROJECT_ROOT / "zoo", paths.home() / "zoo"]
+    dirs = [Path(__file__).resolve().parent / "cards", paths.home() / "zoo"]  # cards: the zoo/ folder, shipped
     explicit = [Path(d) for d in os.environ.get("PHI_EVAL_ZOO", "").split(os.pathsep) if d]
     explicit += [Path(d) for d in extra_dirs or ()]
     for d in explicit:
@@ -239,8 +236,8 @@ class CardReader:
                 verified=self.get("verified", bool, data=entry, where=where),
                 note=self.get("note", str, optional=True, data=entry, where=where),
             )
-            if score.task not in TASKS:
-                self.fail(f"field '{where}task'", f"must be one of {', '.join(TASKS)}, not {score.task!r}")
+            if score.task not in TASK_NAMES:
+                self.fail(f"field '{where}task'", f"must be one of {', '.join(TASK_NAMES)}, not {score.task!r}")
             if not 0.0 <= score.value <= 1.0:
                 self.fail(f"field '{where}value'", f"must be a fraction in [0, 1] (0.506, not 50.6), not {score.value}")
             if not score.source:

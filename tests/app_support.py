@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from phi_eval.paths import PROJECT_ROOT
 
-sys.path.insert(0, str(PROJECT_ROOT))  # app.py lives at the top level
 
 SIDE_DEFAULTS = [False, 0.0, 1.0, 64, 1, ""]  # override off, temperature, top-p, max tokens, seed, stop
 

@@ -24,7 +24,7 @@ def specs(tiny_phi_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(specs):
-    import app
+    from phi_eval.app import page as app
 
     pool = ModelPool()
     with launched(app.build(specs, pool=pool)) as url:

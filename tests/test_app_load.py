@@ -37,7 +37,7 @@ class CountingModel:
 
 
 def test_twenty_concurrent_sessions_are_all_answered_within_bounds(tiny_phi_dir, tmp_path):
-    import app
+    from phi_eval.app import page as app
     from tiny import make_tiny_phi
 
     counter = {"lock": threading.Lock(), "now": 0, "peak": 0}

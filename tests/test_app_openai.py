@@ -105,7 +105,7 @@ def test_server_trouble_is_one_clear_message(base_url):
 def test_the_app_streams_an_openai_side_next_to_a_local_model(base_url, tiny_phi_dir):
     from gradio_client import Client
 
-    import app
+    from phi_eval.app import page as app
 
     specs = [f"openai:fake-model@{base_url}", f"hf:{tiny_phi_dir}"]
     with launched(app.build(specs)) as url:

@@ -35,7 +35,7 @@ def page(tmp_path):
 
 
 def test_side_by_side_leaderboard_and_samples_in_chromium(page, tiny_phi_dir, tmp_path, phi_home):
-    import app
+    from phi_eval.app import page as app
     from tiny import make_tiny_phi
 
     screenshots = Path(os.environ.get("PHI_EVAL_SCREENSHOTS") or tmp_path)

@@ -70,7 +70,7 @@ def test_phi_tiny_recipe_is_valid_and_phi_shaped():
 
 def test_missing_file(tmp_path):
     message = error_of(tmp_path / "nope.yaml")
-    assert "nope.yaml" in message and "no such recipe file" in message
+    assert "nope.yaml" in message and "not found" in message and "phi-tiny" in message
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import pytest
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
-from phi_eval.zoo import TASKS, load_zoo, get_card, parse_model_spec
+from phi_eval.task_names import TASK_NAMES as TASKS
+from phi_eval.zoo import load_zoo, get_card, parse_model_spec
 
 EXPECTED_CARDS = {
     "phi-1", "phi-1.5", "phi-2", "falcon-rw-1b", "falcon-7b", "llama-2-7b", "llama-2-13b", "starcoder",

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from phi_eval.errors import UsageError
 from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop, unsettled_tail
+from phi_eval.task_names import LOGLIKELIHOOD_TASKS
 
 MAX_SERVER_STOPS = 4  # the OpenAI API's limit
 TIMEOUT_S = 600.0
@@ -214,9 +215,7 @@ class OpenAIModel:
         return f"the openai: endpoint {self.base_url or 'default'} (model {self.model})"
 
     def _cannot_score(self, why: str) -> str:
-        from phi_eval.tasks import TASKS
-
-        scored = ", ".join(name for name, task in TASKS.items() if task.output_type != "generate_until")
+        scored = ", ".join(LOGLIKELIHOOD_TASKS)
         return (f"{self._where()} cannot score log-likelihood tasks: {why}; {scored} need prompt "
                 "log-probabilities (completions with echo and logprobs): run them with an hf: model or against "
                 "`phi-eval serve` or vLLM")

@@ -5,6 +5,7 @@ import difflib
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.task_names import GROUPS, TASK_NAMES
 from phi_eval.tasks.base import Task
 from phi_eval.tasks.humaneval import HUMANEVAL
 from phi_eval.tasks.gsm8k import GSM8K_COT
@@ -16,17 +17,7 @@ from phi_eval.tasks.toxigen_cls import TOXIGEN_CLS
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     HUMANEVAL, MBPP_TASK, *MULTIPLE_CHOICE_TASKS, GSM8K_COT, GSM8K_CODE, TOXIGEN_SAFETY, TOXIGEN_CLS)}
-
-# Groups name every task of the design; a group expands to those this version provides.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "code": ("humaneval", "mbpp"),
-    "math": ("gsm8k", "gsm8k_code"),
-    "commonsense": ("winogrande", "arc_easy", "arc_challenge", "boolq", "siqa", "piqa", "hellaswag",
-                    "openbookqa", "mmlu"),
-    "safety": ("toxigen", "toxigen_cls"),
-}
-GROUPS["phi"] = tuple(name for group in GROUPS.values() for name in group)
-PLANNED = set(GROUPS["phi"]) - set(TASKS)
+assert set(TASKS) == set(TASK_NAMES), "phi_eval/task_names.py lists every registered task"
 
 
 def resolve_tasks(spec: str, data_dir: Path | None = None) -> list[Task]:
@@ -35,7 +26,7 @@ def resolve_tasks(spec: str, data_dir: Path | None = None) -> list[Task]:
     names: list[str] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part in GROUPS:
-            for name in (n for n in GROUPS[part] if n in TASKS):
+            for name in GROUPS[part]:
                 reason = TASKS[name].missing_local_data(data_dir) if data_dir else None
                 if reason:
                     print(f"phi-eval: {name} skipped: {reason}")
@@ -43,8 +34,6 @@ def resolve_tasks(spec: str, data_dir: Path | None = None) -> list[Task]:
                     names.append(name)
         elif part in TASKS:
             names.append(part)
-        elif part in PLANNED:
-            raise UsageError(f"task {part!r} is not in this version yet; available: {', '.join(TASKS)}")
         else:
             close = difflib.get_close_matches(part, [*TASKS, *GROUPS], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""

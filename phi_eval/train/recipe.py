@@ -219,11 +219,25 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # shipped in the wheel too
+
+
+def find_recipe(path) -> Path:
+    """A recipe file, or a built-in one named like `phi-tiny` or `recipes/phi-tiny.yaml` (so the
+    names README and the zoo cards use work from any directory and from an installed wheel)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    builtin = BUILTIN_RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if builtin.is_file():
+        return builtin
+    names = ", ".join(sorted(p.stem for p in BUILTIN_RECIPES.glob("*.yaml")))
+    raise UsageError(f"recipe {path} not found; pass a YAML file or a built-in recipe ({names})")
+
+
 def load_recipe(path, overrides=()) -> Recipe:
     """Read, override and validate a recipe; bad input raises a one-line UsageError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such recipe file; check the path")
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
