@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
-from phi_eval.jsonl import json_objects
+from phi_eval.report.results import read_samples
 
 FILTERS = ("all", "passed", "failed", "differs")
 SAMPLES_GLOB = "samples_*.jsonl"
 
 
 @dataclass(frozen=True)
-class Verdict:
+class PassCount:
     passed: int
     total: int
 
@@ -51,7 +51,7 @@ class RunSamples:
             for path in sorted(model_dir.glob(SAMPLES_GLOB)):
                 task = path.stem.removeprefix("samples_")
                 items = self.tasks.setdefault(task, {}).setdefault(model, {})
-                for record in _read_samples(path):
+                for record in read_samples(path):
                     items.setdefault(str(record["doc_id"]), []).append(record)
         for models in self.tasks.values():
             for items in models.values():
@@ -61,7 +61,7 @@ class RunSamples:
     def models(self, task: str) -> list[str]:
         return list(self._task(task))
 
-    def verdicts(self, task: str, doc_id: str) -> dict[str, Verdict | None]:
+    def verdicts(self, task: str, doc_id: str) -> dict[str, PassCount | None]:
         """Each model's verdict on the item; None where the model has no record of it."""
         return {model: _verdict(items.get(doc_id)) for model, items in self._task(task).items()}
 
@@ -117,23 +117,13 @@ def _model_name(model_dir: Path) -> str:
     return name if isinstance(name, str) and name else model_dir.name
 
 
-def _read_samples(path: Path) -> list[dict]:
-    records = []
-    for where, record in json_objects(path):
-        if record is None or "doc_id" not in record:
-            raise UsageError(f"{where} is not a sample record (a JSON object with doc_id); "
-                             "re-run `phi-eval run` for that model")
-        records.append(record)
-    return records
-
-
-def _verdict(records: list[dict] | None) -> Verdict | None:
+def _verdict(records: list[dict] | None) -> PassCount | None:
     if not records:
         return None
-    return Verdict(sum(r.get("passed") is True for r in records), len(records))
+    return PassCount(sum(r.get("passed") is True for r in records), len(records))
 
 
-def _keeps(keep: str, verdicts: list[Verdict]) -> bool:
+def _keeps(keep: str, verdicts: list[PassCount]) -> bool:
     if keep == "all":
         return True
     if keep == "passed":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator, Protocol
 
@@ -82,7 +81,3 @@ def unsettled_tail(text: str, stops: Iterable[str]) -> int:
     tail = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
     unfinished = len(text) - len(text.rstrip("\ufffd"))
     return max(tail, unfinished)
-
-
-def identity_hash(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -11,7 +11,7 @@ from phi_eval.jsonl import json_objects
 from phi_eval.models.base import Completion, GenerationRequest
 
 
-def read_samples(path: Path) -> dict[str, list[str]]:
+def read_replay_file(path: Path) -> dict[str, list[str]]:
     """task_id -> completions in file order. One clear error for any malformed line."""
     samples: dict[str, list[str]] = defaultdict(list)
     for where, record in json_objects(path):
@@ -36,7 +36,7 @@ def normalise_task_id(task_id) -> str:
 class ReplayModel:
     def __init__(self, path: str, *, name: str):
         self.path = Path(path)
-        self.samples = read_samples(self.path)
+        self.samples = read_replay_file(self.path)
         self.identity = {
             "name": name,
             "backend": "replay",

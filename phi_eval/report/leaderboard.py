@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from phi_eval.errors import UsageError
-from phi_eval.jsonl import json_objects
 from phi_eval.report.plots import plot  # noqa: F401  (part of this module's API; matplotlib loads lazily)
+from phi_eval.report.results import read_samples
 from phi_eval.zoo import Card, ReportedScore, load_zoo
 
 SCHEMA_VERSION = 1
@@ -204,7 +204,7 @@ def paired_comparisons(rows: list[dict]) -> list[dict]:
         for row in members:
             path = Path(row["run_dir"]) / f"samples_{task}.jsonl"
             if path not in records_of:
-                records_of[path] = read_samples(path)
+                records_of[path] = read_samples(path) if path.is_file() else None
             values = per_item_values(records_of[path] or [], metric, filter_)
             if values:
                 scored.append((row, values))
@@ -215,18 +215,6 @@ def paired_comparisons(rows: list[dict]) -> list[dict]:
                                     "model_a": row_a["model"], "model_b": row_b["model"],
                                     "run_dir_a": row_a["run_dir"], "run_dir_b": row_b["run_dir"], **result})
     return comparisons
-
-
-def read_samples(path: Path) -> list[dict] | None:
-    """A run's per-sample records; None when the run left no samples file for the task."""
-    if not path.is_file():
-        return None
-    records = []
-    for where, record in json_objects(path):
-        if record is None:
-            raise UsageError(f"{where} is not a JSON object; re-run `phi-eval run` for that model or remove the file")
-        records.append(record)
-    return records
 
 
 # --------------------------------------------------------------------------- Markdown

