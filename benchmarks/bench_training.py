@@ -22,7 +22,7 @@ import torch
 from phi_eval.paths import PROJECT_ROOT
 from phi_eval.train import load_recipe, train
 from phi_eval.train.flops import model_flops_per_token, peak_flops
-from phi_eval.train.loop import prepare_data, sample_batch
+from phi_eval.train.tokens import prepare_data, sample_batch
 from phi_eval.train.model import build_model
 
 

@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import accelerate
@@ -44,11 +45,10 @@ from transformers import PhiForCausalLM
 from phi_eval import paths
 from phi_eval.errors import UsageError
 from phi_eval.train.checkpoint import checkpoints_dir, latest_checkpoint, load_checkpoint, save_checkpoint
-from phi_eval.train.corpus import collect_corpus
 from phi_eval.train.flops import model_flops_per_token, peak_flops
 from phi_eval.train.model import build_model
 from phi_eval.train.recipe import TokenizerSpec
-from phi_eval.train.tokenizer import encode_documents, load_tokenizer, train_bpe
+from phi_eval.train.tokens import prepare_data, sample_batch, validation_windows
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # recipe name -> accelerate's
 MATMUL_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -98,17 +98,80 @@ def recipe_yaml(recipe) -> str:
         f"\n# override: {o}" for o in recipe.overrides) + "\n" + recipe.to_yaml()
 
 
+@dataclass
+class Devices:
+    """Where a phase runs (accelerate) and how a step's batch splits over devices and micro-batches."""
+
+    accelerator: Accelerator
+    micro: int  # sequences per forward pass on one device
+    accumulation: int  # micro-batches per optimizer step on one device
+    threads: int
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def count(self) -> int:
+        return self.accelerator.num_processes
+
+
+@dataclass
+class StepsDone:
+    """What the optimisation loop did, for the training summary."""
+
+    step: int
+    stopped_by: str
+    log: list
+    train_s: float
+    resumed_from: list
+    flops_per_token: float
+    peak: float
+
+
 def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Path | None = None) -> dict | None:
     """One training run into `out` (from `init_from`'s weights, else from scratch); returns
     the training summary on the main process, None on the others."""
     started = time.perf_counter()
-    tc = recipe.training
-    accelerator = Accelerator(mixed_precision=PRECISION[tc.precision])
-    main = accelerator.is_main_process
-    if main:
+    devices = setup_devices(recipe.training)
+    if devices.main:
         out.mkdir(parents=True, exist_ok=True)
         if restart and checkpoints_dir(out).exists():
             shutil.rmtree(checkpoints_dir(out))
+    with devices.accelerator.main_process_first():  # the data stages run once; the others reuse their output
+        tokenizer, train_ids, val_ids, manifest = prepare_data(recipe, progress and devices.main)
+    model = PhiForCausalLM.from_pretrained(init_from) if init_from is not None else build_model(recipe.model, tokenizer)
+    if len(tokenizer) > model.config.vocab_size:
+        raise UsageError(f"model.vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
+                         f"{len(tokenizer)} tokens; raise it or set it to null")
+    n_params = sum(p.numel() for p in model.parameters())
+    model, optimizer = devices.accelerator.prepare(model, adamw(model, recipe.training))
+    model.train()
+    done = run_steps(recipe, out, devices, model, optimizer, train_ids, val_ids, progress, restart)
+
+    # Save: weights, config and tokenizer for from_pretrained; then what was done.
+    accelerator = devices.accelerator
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(out, state_dict=accelerator.get_state_dict(model), is_main_process=devices.main,
+                              save_function=accelerator.save)
+    summary = None
+    if devices.main:
+        tokenizer.save_pretrained(out)
+        recipe_text = recipe_yaml(recipe)
+        (out / "recipe.yaml").write_text(recipe_text)
+        (out / "data_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        summary = training_summary(recipe, recipe_text, devices, done, n_params=n_params, train_tokens=len(train_ids),
+                                   vocab_size=len(tokenizer), manifest=manifest, started=started)
+        (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    del model, unwrapped, optimizer
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()  # the others wait until the main process has written the checkpoint
+    return summary
+
+
+def setup_devices(tc) -> Devices:
+    accelerator = Accelerator(mixed_precision=PRECISION[tc.precision])
     threads = tc.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     set_seed(tc.seed)
@@ -124,33 +187,32 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation,
             train_batch_size=tc.batch_size, gradient_clipping=tc.grad_clip or 0.0)
+    return Devices(accelerator, micro, accumulation, threads)
 
-    with accelerator.main_process_first():  # the data stages run once; the others reuse their output
-        tokenizer, train_ids, val_ids, manifest = prepare_data(recipe, progress and main)
-    model = PhiForCausalLM.from_pretrained(init_from) if init_from is not None else build_model(recipe.model, tokenizer)
-    if len(tokenizer) > model.config.vocab_size:
-        raise UsageError(f"model.vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
-                         f"{len(tokenizer)} tokens; raise it or set it to null")
-    n_params = sum(p.numel() for p in model.parameters())
-    flops_per_token = model_flops_per_token(model.config, tc.seq_len)
+
+def adamw(model, tc) -> torch.optim.AdamW:
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": matrices, "weight_decay": tc.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
         lr=tc.lr, betas=tuple(tc.betas),
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-    peak = peak_flops(accelerator.device, MATMUL_DTYPE[tc.precision]) * devices
 
-    val_batches = [b.to(accelerator.device) for b in validation_windows(val_ids, tc).split(micro)]
+
+def run_steps(recipe, out: Path, devices: Devices, model, optimizer, train_ids, val_ids, progress: bool,
+              restart: bool) -> StepsDone:
+    """The optimisation loop, from step 0 or the last checkpoint of this same recipe; logs to
+    train_log.jsonl and checkpoints as the recipe asks."""
+    tc, accelerator, main = recipe.training, devices.accelerator, devices.main
+    flops_per_token = model_flops_per_token(accelerator.unwrap_model(model).config, tc.seq_len)
+    peak = peak_flops(accelerator.device, MATMUL_DTYPE[tc.precision]) * devices.count
+    val_batches = [b.to(accelerator.device) for b in validation_windows(val_ids, tc).split(devices.micro)]
     sampler = torch.Generator().manual_seed(tc.seed)
     total_steps = tc.total_steps
     budget_s = tc.max_minutes * 60 if tc.max_minutes else math.inf
     log_path = out / "train_log.jsonl"
     identity = resume_identity(recipe)
 
-    # Where to start: step 0, or the last checkpoint of this same recipe.
     state = {"log": [], "train_s": 0.0, "interval_losses": [], "interval_s": 0.0, "resumed_from": []}
     checkpoint = None if restart else latest_checkpoint(out)
     if checkpoint is not None:
@@ -170,7 +232,7 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
                 f.write(json.dumps(record) + "\n")
 
     if start_step == 0:
-        write({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches)})
+        write({"step": 0, "tokens": 0, "val_loss": validation_loss(model, val_batches)})
     bar = tqdm(total=total_steps, initial=start_step, desc=f"train {recipe.name}", unit="step",
                disable=not (progress and main))
     # The time budget counts the loop's time across resumptions.
@@ -178,7 +240,7 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
     train_s, interval_s = state["train_s"], state["interval_s"]
     interval_losses = list(state["interval_losses"])
     stopped_by = "max_steps" if tc.max_steps is not None else "max_tokens"
-    rank, share = accelerator.process_index, tc.batch_size // devices
+    rank, share = accelerator.process_index, tc.batch_size // devices.count
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         t = time.perf_counter()
@@ -187,23 +249,7 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sample_batch(train_ids, tc.batch_size, tc.seq_len, sampler)[rank * share:(rank + 1) * share]
-        step_loss = 0.0
-        for chunk in batch.split(micro):
-            # accelerate's accumulation: gradients sync across devices, and the optimizer steps
-            # (DeepSpeed's engine included), only on the last micro-batch of the step; backward
-            # divides the loss by the accumulation steps.
-            with accelerator.accumulate(model):
-                chunk = chunk.to(accelerator.device)
-                loss = model(input_ids=chunk, labels=chunk).loss  # the model shifts labels itself
-                accelerator.backward(loss)
-                step_loss += loss.detach() / accumulation
-                if accelerator.sync_gradients and tc.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        if devices > 1:
-            step_loss = accelerator.reduce(step_loss, reduction="mean")
-        interval_losses.append(float(step_loss))
+        interval_losses.append(optimizer_step(batch, devices, model, optimizer, tc.grad_clip))
         dt = time.perf_counter() - t
         train_s += dt
         interval_s += dt
@@ -222,7 +268,7 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
                 "mfu": tokens_per_s * flops_per_token / peak,
             }
             if step % tc.eval_every == 0 or last:
-                record["val_loss"] = evaluate(model, val_batches)
+                record["val_loss"] = validation_loss(model, val_batches)
                 if progress and main:
                     tqdm.write(f"step {step}: loss {record['loss']:.3f}, val_loss {record['val_loss']:.3f}")
             write(record)
@@ -236,32 +282,48 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
             stopped_by = "max_minutes"
             break
     bar.close()
+    return StepsDone(step, stopped_by, log, train_s, state["resumed_from"], flops_per_token, peak)
 
-    # Save: weights, config and tokenizer for from_pretrained; then what was done.
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(out, state_dict=accelerator.get_state_dict(model), is_main_process=main,
-                              save_function=accelerator.save)
-    if not main:
-        accelerator.wait_for_everyone()  # until the main process has written the checkpoint
-        return None
-    tokenizer.save_pretrained(out)
-    recipe_text = recipe_yaml(recipe)
-    (out / "recipe.yaml").write_text(recipe_text)
-    (out / "data_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    losses = [r for r in log if "loss" in r]
-    evals = [r for r in log if "val_loss" in r]
-    tokens_seen = step * tc.tokens_per_step
-    summary = {
+
+def optimizer_step(batch, devices: Devices, model, optimizer, grad_clip: float | None) -> float:
+    """One step over a batch in micro-batches; returns its mean loss (over all devices)."""
+    accelerator = devices.accelerator
+    step_loss = 0.0
+    for chunk in batch.split(devices.micro):
+        # accelerate's accumulation: gradients sync across devices, and the optimizer steps
+        # (DeepSpeed's engine included), only on the last micro-batch of the step; backward
+        # divides the loss by the accumulation steps.
+        with accelerator.accumulate(model):
+            chunk = chunk.to(accelerator.device)
+            loss = model(input_ids=chunk, labels=chunk).loss  # the model shifts labels itself
+            accelerator.backward(loss)
+            step_loss += loss.detach() / devices.accumulation
+            if accelerator.sync_gradients and grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    if devices.count > 1:
+        step_loss = accelerator.reduce(step_loss, reduction="mean")
+    return float(step_loss)
+
+
+def training_summary(recipe, recipe_text: str, devices: Devices, done: StepsDone, *, n_params: int,
+                     train_tokens: int, vocab_size: int, manifest: dict, started: float) -> dict:
+    tc = recipe.training
+    losses = [r for r in done.log if "loss" in r]
+    evals = [r for r in done.log if "val_loss" in r]
+    tokens_seen = done.step * tc.tokens_per_step
+    train_s = done.train_s
+    return {
         "recipe": recipe.name,
         "recipe_sha256": hashlib.sha256(recipe_text.encode()).hexdigest(),
         "overrides": list(recipe.overrides),
         "parameters": n_params,
-        "steps": step,
-        "stopped_by": stopped_by,
-        "resumed_from_steps": state["resumed_from"],
+        "steps": done.step,
+        "stopped_by": done.stopped_by,
+        "resumed_from_steps": done.resumed_from,
         "tokens_seen": tokens_seen,
-        "epochs": tokens_seen / len(train_ids),
+        "epochs": tokens_seen / train_tokens,
         "train_loss_first": losses[0]["loss"],
         "train_loss_last": losses[-1]["loss"],
         "val_loss_first": evals[0]["val_loss"],
@@ -269,18 +331,18 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
         "train_time_s": train_s,  # optimisation steps only
         "wall_time_s": time.perf_counter() - started,  # this process: corpus to saved checkpoint
         "tokens_per_s": tokens_seen / train_s if train_s else None,
-        "model_flops_per_token": flops_per_token,
-        "peak_flops_per_s": peak,  # measured matmul peak x devices (phi_eval/train/flops.py)
-        "mfu": tokens_seen * flops_per_token / train_s / peak if train_s else None,
+        "model_flops_per_token": done.flops_per_token,
+        "peak_flops_per_s": done.peak,  # measured matmul peak x devices (phi_eval/train/flops.py)
+        "mfu": tokens_seen * done.flops_per_token / train_s / done.peak if train_s else None,
         "seed": tc.seed,
-        "device": str(accelerator.device),
-        "devices": devices,
-        "distributed": str(accelerator.distributed_type),
-        "micro_batch_size": micro,
-        "accumulation_steps": accumulation,
-        "threads": threads,
+        "device": str(devices.accelerator.device),
+        "devices": devices.count,
+        "distributed": str(devices.accelerator.distributed_type),
+        "micro_batch_size": devices.micro,
+        "accumulation_steps": devices.accumulation,
+        "threads": devices.threads,
         "precision": tc.precision,
-        "vocab_size": len(tokenizer),
+        "vocab_size": vocab_size,
         "corpus": {k: v for k, v in manifest.items() if k != "stages"},
         "versions": {
             "python": platform.python_version(),
@@ -290,11 +352,6 @@ def train_phase(recipe, out: Path, progress: bool, restart: bool, init_from: Pat
             "tokenizers": tokenizers.__version__,
         },
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    del model, unwrapped, optimizer
-    accelerator.free_memory()
-    accelerator.wait_for_everyone()
-    return summary
 
 
 def resume_identity(recipe) -> dict:
@@ -329,45 +386,6 @@ def run_evaluation(recipe, out: Path, card_name: str | None, progress: bool) -> 
     return written
 
 
-def prepare_data(recipe, progress: bool = False):
-    """Files (or the corpus the data stages write) -> tokenizer (trained on the training
-    split only) -> two token streams, and the manifest of what went in."""
-    tc = recipe.training
-    stages = None
-    if recipe.data.stages is not None:
-        from phi_eval.data.pipeline import run_stages
-
-        work_dir = paths.home() / "data" / recipe.name
-        corpus_file = run_stages(recipe.data.stages, work_dir, progress=progress)
-        corpus = collect_corpus(recipe.data, sources=[Path(corpus_file)])
-        # pipeline.json lists each stage's output, manifest, hash and document count.
-        stages = {"work_dir": str(work_dir), **json.loads((work_dir / "pipeline.json").read_text())}
-    else:
-        corpus = collect_corpus(recipe.data)
-    if recipe.tokenizer.train is not None:
-        tokenizer = train_bpe(corpus.train, recipe.tokenizer.train.vocab_size, recipe.model.context_length)
-    else:
-        tokenizer = load_tokenizer(recipe.tokenizer.path)
-    train_ids = torch.from_numpy(encode_documents(tokenizer, corpus.train))
-    val_ids = torch.from_numpy(encode_documents(tokenizer, corpus.val))
-    for split, ids in (("training", train_ids), ("validation", val_ids)):
-        if len(ids) < tc.seq_len:
-            raise UsageError(f"data: the {split} split has {len(ids)} tokens, fewer than training.seq_len "
-                             f"({tc.seq_len}); add files or lower training.seq_len")
-    manifest = {**corpus.manifest, "tokens": len(train_ids) + len(val_ids), "val_tokens": len(val_ids)}
-    if stages is not None:
-        manifest["stages"] = stages
-    return tokenizer, train_ids, val_ids, manifest
-
-
-def validation_windows(val_ids: torch.Tensor, tc) -> torch.Tensor:
-    """The same sequences at every evaluation, so val losses compare across steps; spread
-    evenly over the split so that no single held-out file dominates."""
-    n = min(tc.eval_batches * tc.batch_size, len(val_ids) // tc.seq_len)
-    starts = torch.linspace(0, len(val_ids) - tc.seq_len, n).long().tolist()
-    return torch.stack([val_ids[s : s + tc.seq_len] for s in starts])
-
-
 def lr_at(step: int, tc, total_steps: int, time_used: float = 0.0) -> float:
     """Linear warmup to tc.lr, then constant, or cosine or linear decay that reaches tc.min_lr
     at the last step, or when `time_used` (the share of max_minutes spent) reaches 1, if sooner."""
@@ -381,14 +399,8 @@ def lr_at(step: int, tc, total_steps: int, time_used: float = 0.0) -> float:
     return tc.min_lr + decay * (tc.lr - tc.min_lr)
 
 
-def sample_batch(ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-    """`batch_size` windows of `seq_len` tokens at random offsets (nanoGPT-style)."""
-    starts = torch.randint(0, len(ids) - seq_len + 1, (batch_size,), generator=generator)
-    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
-
-
 @torch.no_grad()
-def evaluate(model, batches) -> float:
+def validation_loss(model, batches) -> float:
     """Mean loss per sequence over fixed validation batches, with dropout off."""
     model.eval()
     total = sum(model(input_ids=b, labels=b).loss.item() * len(b) for b in batches)
