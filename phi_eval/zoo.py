@@ -19,6 +19,7 @@ import yaml
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import read_text
 
 BACKENDS = ("hf", "openai", "gguf")
 SPEC_KINDS = ("hf", "openai", "replay", "gguf")
@@ -155,7 +156,7 @@ def unknown_model_message(name: str, zoo: dict[str, Card]) -> str:
 
 def load_card(path: Path) -> Card:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"{path}: not readable YAML ({one_line(e)}); fix the card") from None
     if not isinstance(data, dict):

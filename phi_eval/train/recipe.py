@@ -91,6 +91,7 @@ from pathlib import Path
 import yaml
 
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import read_text
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def load_recipe(path, overrides=()) -> Recipe:
     if not path.is_file():
         raise UsageError(f"{path}: no such recipe file; check the path")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
