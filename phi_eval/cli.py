@@ -6,6 +6,7 @@ Heavy modules (torch, transformers, gradio) are imported inside the commands so 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
 import sys
@@ -441,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except UsageError as e:
         print(f"phi-eval: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or an unwritable place found during the work: the user's to fix
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"phi-eval: error: {e.strerror}{where}; free space or choose a writable place, then rerun the same "
+              "command (finished work is in the cache)", file=sys.stderr)
         return 2
     except UnicodeDecodeError as e:  # a reader that does not name its file yet
         print(f"phi-eval: error: a file is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8",
