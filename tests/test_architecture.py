@@ -9,7 +9,7 @@ from pathlib import Path
 from phi_eval.paths import PROJECT_ROOT
 
 LAYERS = {
-    "common": ["errors", "paths", "jsonl", "cache", "schema", "zoo", "task_names", "distributed"],
+    "common": ["errors", "paths", "textfiles", "jsonl", "cache", "schema", "zoo", "task_names", "distributed"],
     "backends": ["models", "execution"],
     "scoring": ["steps", "metrics"],
     "tasks": ["tasks"],

@@ -143,9 +143,13 @@ class Sandbox:
         with ThreadPoolExecutor(len(self._workers)) as pool, \
                 tqdm(total=len(jobs), disable=not progress, desc="executing", unit="program") as bar:
             futures = {pool.submit(self._check, program, tests): index for index, (program, tests) in enumerate(jobs)}
-            for future in as_completed(futures):
-                verdicts[futures[future]] = future.result()
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    verdicts[futures[future]] = future.result()
+                    bar.update()
+            except BaseException:  # Ctrl-C: queued programs never start; running ones end within their timeout
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return verdicts
 
     def _check(self, program, tests):
@@ -167,7 +171,8 @@ class _Worker:
     def _start(self):
         self._process = subprocess.Popen(
             [sys.executable, "-I", ZYGOTE, json.dumps(self._config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=WORKER_ENV, cwd="/")
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=WORKER_ENV, cwd="/",
+            start_new_session=True)  # a terminal's Ctrl-C reaches the harness alone, which ends the workers
 
     def wait_ready(self):
         """Wait for the zygote's report of the protections it could apply."""

@@ -74,6 +74,9 @@ class HFModel:
         self.device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, self.device)
         load_kwargs = {"revision": revision} if revision else {}
+        if Path(target).is_dir() and not gguf_file and not (Path(target) / "config.json").is_file():
+            raise UsageError(f"no config.json in {target}; point hf: at a directory written by save_pretrained "
+                             "(or phi-eval train), or at a hub id")
         if gguf_file:
             load_kwargs["gguf_file"] = gguf_file
         try:

@@ -178,7 +178,11 @@ def read_samples(path: Path) -> list[dict]:
 def write_samples(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "wb") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            try:
+                line = json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (model output, a replay file): escape it as \udcff
+                line = json.dumps(record).encode("utf-8")
+            f.write(line + b"\n")
     tmp.replace(path)

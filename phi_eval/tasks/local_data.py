@@ -7,14 +7,16 @@ copy, its docstring says what was lost and whether lm-eval's prompt can still be
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import read_text
 from phi_eval.jsonl import read_json_objects
 
 
 def read_labels(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def aligned(rows: list[dict], labels: list[str], name: str) -> list[tuple[dict, str]]:
@@ -57,7 +59,7 @@ def hellaswag(root: Path) -> dict[str, list[dict]]:
     lm-eval-on-the-hub by that one letter. Endings and labels are exact. The query is handed to
     lm-eval's own process_docs as activity_label + ctx_a with an empty ctx_b.
     """
-    lines = (root / "hellaswag" / "hellaswag_val_full.txt").read_text(encoding="utf-8").split("\n")
+    lines = read_text(root / "hellaswag" / "hellaswag_val_full.txt").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) % 6:
@@ -159,12 +161,11 @@ def mmlu(data_dir: Path) -> dict[str, list[dict]] | None:
     for split in ("test", "dev"):
         for path in sorted((root / split).glob(f"*_{split}.csv")):
             subject = path.name[: -len(f"_{split}.csv")]
-            with open(path, encoding="utf-8", newline="") as f:
-                for index, row in enumerate(csv.reader(f)):
-                    if len(row) != 6 or row[5] not in "ABCD":
-                        raise UsageError(f"{path}: row {index + 1} is not question, A, B, C, D, answer letter")
-                    splits.setdefault(split, []).append({"question": row[0], "subject": subject,
-                                                         "choices": row[1:5], "answer": "ABCD".index(row[5])})
+            for index, row in enumerate(csv.reader(io.StringIO(read_text(path), newline=""))):
+                if len(row) != 6 or row[5] not in "ABCD":
+                    raise UsageError(f"{path}: row {index + 1} is not question, A, B, C, D, answer letter")
+                splits.setdefault(split, []).append({"question": row[0], "subject": subject,
+                                                     "choices": row[1:5], "answer": "ABCD".index(row[5])})
     return splits
 
 

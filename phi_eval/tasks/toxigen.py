@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import io
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import read_text
 from phi_eval.tasks.base import Task, doc_hash
 
 HUB_DATASET = ("skg/toxigen-data", "annotated")
@@ -45,12 +47,11 @@ def prompt_file_statements(path: Path) -> list[str]:
     """The distinct statements of a ToxiGen prompt file, in first-seen order. Each line is one prompt:
     statements written "- text", separated by the two characters backslash-n, ending with a bare "-"."""
     statements: dict[str, None] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            for part in line.rstrip("\n").split("\\n"):
-                part = part.strip()
-                if part.startswith("- ") and part[2:].strip():
-                    statements[part[2:].strip()] = None
+    for line in io.StringIO(read_text(path), newline=None):  # as open(): universal newlines
+        for part in line.rstrip("\n").split("\\n"):
+            part = part.strip()
+            if part.startswith("- ") and part[2:].strip():
+                statements[part[2:].strip()] = None
     return list(statements)
 
 

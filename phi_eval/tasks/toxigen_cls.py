@@ -11,10 +11,12 @@ substitute: their statements carry no annotation.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.textfiles import read_text
 from phi_eval.metrics import mean_metric
 from phi_eval.tasks.base import Task, doc_hash, per_doc_means, short_hash
 from phi_eval.tasks.toxigen import HUB_DATASET, is_hateful, load_annotated
@@ -34,8 +36,7 @@ def read_local(data_dir: Path) -> list[dict]:
         raise UsageError(f"toxigen_cls needs ToxiGen's human-annotated test set, not found at {path}: put "
                          f"annotated_test.csv (skg/toxigen-data, gated) there, or run without --data-dir with "
                          "hub access; the toxigen task (the safety score) runs on the prompt files")
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
 
 
 @dataclass(frozen=True)

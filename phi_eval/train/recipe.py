@@ -91,6 +91,7 @@ import yaml
 from phi_eval.errors import UsageError
 from phi_eval.schema import SchemaReader
 from phi_eval.train.recipe_checks import RecipeChecker
+from phi_eval.textfiles import read_text
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def load_recipe(path, overrides=()) -> Recipe:
     """Read, override and validate a recipe; bad input raises a one-line UsageError."""
     path = find_recipe(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
