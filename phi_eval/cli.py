@@ -267,19 +267,12 @@ def cmd_run(args) -> None:
         data_dir=args.data_dir, seed=args.seed, use_cache=not args.no_cache, workers=args.workers,
         timeout_s=args.timeout, contamination=args.contamination, num_fewshot=args.num_fewshot,
     )
-    for path in run(specs, tasks, options, argv=sys.argv):
-        results = json.loads(path.read_text())
-        scores = ", ".join(f"{task} {key.removesuffix(',none')}={value:.4f}"
-                           for task, metrics in results["results"].items()
-                           for key, value in metrics.items() if key.split(",")[0] in HEADLINE_METRICS)
-        print(f"{path}: {scores}")
-        if results["contamination"]:
+    for result in run(specs, tasks, options, argv=sys.argv):
+        print(f"{result.path}: {result.headline()}")
+        if result.document["contamination"]:
             from phi_eval.contamination.subsets import table3
 
-            print(table3(results["contamination"]))
-
-
-HEADLINE_METRICS = {"pass@1", "pass@10", "pass@100", "acc", "acc_norm", "exact_match", "safety_score"}
+            print(table3(result.document["contamination"]))
 
 
 def cmd_leaderboard(args) -> None:

@@ -15,34 +15,38 @@ from phi_eval.contamination.report import load_report
 from phi_eval.contamination.subsets import contamination_scores
 from phi_eval.errors import UsageError
 from phi_eval.models import load_model
-from phi_eval.report.results import RunRecorder, write_samples
-from phi_eval.steps import EvalContext
+from phi_eval.report.results import RunRecorder, headline, write_samples
+from phi_eval.steps import EvalContext, StepSettings
 from phi_eval.tasks.base import Task
 
 
-@dataclass
-class RunOptions:
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(StepSettings):
+    """`phi-eval run`'s options: the steps' settings plus where the run goes and how models load."""
+
     out: Path
     limit: int | None = None
-    n_samples: int | None = None
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = None
     batch_size: int | str = "auto"
     device: str = "auto"
     dtype: str = "auto"
-    data_dir: Path | None = None
-    seed: int = 1234
     use_cache: bool = True
-    workers: int = 4
-    timeout_s: float = 3.0
-    progress: bool = True
     contamination: Path | None = None  # a contamination report: score its flagged and clean items apart
     num_fewshot: int | None = None  # shots for the tasks that take them (multiple choice); None: each task's own
 
 
-def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | None = None) -> list[Path]:
-    """Evaluate every model spec on every task; returns the results.json paths written.
+@dataclass(frozen=True)
+class RunResult:
+    """One model's evaluation: its results.json, where it was written and what it holds."""
+
+    path: Path
+    document: dict
+
+    def headline(self) -> str:
+        return headline(self.document)
+
+
+def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | None = None) -> list[RunResult]:
+    """Evaluate every model spec on every task; returns each model's written results.
 
     Under a launcher (phi_eval.distributed) every process runs its share of each task's docs and the
     main process, alone, merges the records, computes metrics and writes files (the others return []).
@@ -85,7 +89,8 @@ def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | N
             if not evaluated:
                 raise UsageError(f"{spec.spec}: nothing to evaluate for the tasks given")
             if processes.is_main:
-                written.append(recorder.write(options.out / spec.slug / "results.json"))
+                path = options.out / spec.slug / "results.json"
+                written.append(RunResult(path, recorder.write(path)))
     finally:
         ctx.close()
         cache.close()
@@ -120,14 +125,10 @@ def share_samples(task: Task, model, docs: list[dict], ctx: EvalContext,
     share = processes.shard(docs)
     if not share:
         return []
-    options = ctx.options
-    if getattr(model, "samples_per_doc", None) and not options.n_samples:
+    if getattr(model, "samples_per_doc", None) and not ctx.options.n_samples:
         # A replay file gives each doc as many samples as the least-covered doc has: over the task, not the share.
-        ctx.options = replace(options, n_samples=ctx.samples_per_doc(model, docs))
-    try:
-        return task.samples(model, share, ctx)
-    finally:
-        ctx.options = options
+        ctx = ctx.with_options(n_samples=ctx.samples_per_doc(model, docs))
+    return task.samples(model, share, ctx)
 
 
 def with_num_fewshot(tasks: list[Task], num_fewshot: int | None) -> list[Task]:

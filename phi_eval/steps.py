@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -18,26 +19,31 @@ from phi_eval.models import GenerationConfig, GenerationRequest
 LOGLIKELIHOOD_CHUNK = 256  # log-likelihood requests scored (and committed to the cache) together
 
 
-@dataclass
-class EvalContext:
-    """What a task needs from the run: its options, the cache, and the sandbox (started on first use)."""
+@dataclass(frozen=True)
+class StepSettings:
+    """The options of a run that the steps and tasks read (phi_eval.evaluate.RunOptions extends it)."""
 
-    options: object  # evaluate.RunOptions
-    cache: object
-    _sandbox: Sandbox | None = field(default=None, repr=False)
+    n_samples: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    seed: int = 1234
+    workers: int = 4
+    timeout_s: float = 3.0
+    progress: bool = True
+    data_dir: Path | None = None
 
-    @property
-    def progress(self) -> bool:
-        return self.options.progress
 
-    @property
-    def limits(self) -> Limits:
-        return Limits(timeout_s=self.options.timeout_s)
+class LazySandbox:
+    """The run's sandbox, started on first use and shared by every context of the run."""
 
-    @property
-    def sandbox(self) -> Sandbox:
+    def __init__(self, workers: int, limits: Limits):
+        self.workers, self.limits = workers, limits
+        self._sandbox: Sandbox | None = None
+
+    def get(self) -> Sandbox:
         if self._sandbox is None:
-            self._sandbox = Sandbox(workers=self.options.workers, limits=self.limits).__enter__()
+            self._sandbox = Sandbox(workers=self.workers, limits=self.limits).__enter__()
         return self._sandbox
 
     @property
@@ -49,6 +55,42 @@ class EvalContext:
         if self._sandbox is not None:
             self._sandbox.__exit__(None, None, None)
             self._sandbox = None
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What a task needs from the run: its settings, the cache, and the sandbox (started on first use)."""
+
+    options: StepSettings
+    cache: object
+    sandboxes: LazySandbox = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.sandboxes is None:
+            object.__setattr__(self, "sandboxes", LazySandbox(self.options.workers, self.limits))
+
+    def with_options(self, **changes) -> "EvalContext":
+        """The same run (cache, sandbox) with some settings changed."""
+        return replace(self, options=replace(self.options, **changes))
+
+    @property
+    def progress(self) -> bool:
+        return self.options.progress
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(timeout_s=self.options.timeout_s)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.sandboxes.get()
+
+    @property
+    def protections(self) -> dict | None:
+        return self.sandboxes.protections
+
+    def close(self) -> None:
+        self.sandboxes.close()
 
     def generation_config(self, max_new_tokens: int, stop: tuple[str, ...]) -> GenerationConfig:
         return GenerationConfig(

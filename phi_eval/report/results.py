@@ -156,12 +156,25 @@ class RunRecorder:
             "contamination": self.contamination or None,
         }
 
-    def write(self, path: Path) -> Path:
+    def write(self, path: Path) -> dict:
+        """Write results.json; returns the document as written."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.document(), indent=2, default=str) + "\n")
+        text = json.dumps(self.document(), indent=2, default=str)
+        tmp.write_text(text + "\n")
         tmp.replace(path)  # never leave a half-written results.json behind
-        return path
+        return json.loads(text)
+
+
+HEADLINE_METRICS = {"pass@1", "pass@10", "pass@100", "acc", "acc_norm", "exact_match", "safety_score"}
+
+
+def headline(document: dict) -> str:
+    """A results.json's main scores on one line: `humaneval pass@1=0.1220, piqa acc=0.6500`."""
+    return ", ".join(f"{task} {key.removesuffix(',none')}={value:.4f}"
+                     for task, metrics in document["results"].items()
+                     for key, value in metrics.items()
+                     if key.split(",")[0] in HEADLINE_METRICS and isinstance(value, (int, float)))
 
 
 def read_samples(path: Path) -> list[dict]:

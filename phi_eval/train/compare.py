@@ -164,10 +164,10 @@ def sampled_pass_at_k(specs, options: CompareOptions) -> dict:
                              top_p=options.top_p, max_new_tokens=options.max_new_tokens, limit=options.limit,
                              progress=options.progress)
     results = {}
-    for spec, path in zip(specs, run(specs, [TASKS["humaneval"]], run_options, argv=sys.argv)):
-        metrics = json.loads(path.read_text())["results"]["humaneval"]
-        results[spec.slug] = {"results": str(path), **{k.split(",")[0]: v for k, v in metrics.items()
-                                                      if k.startswith("pass@")}}
+    for spec, result in zip(specs, run(specs, [TASKS["humaneval"]], run_options, argv=sys.argv)):
+        metrics = result.document["results"]["humaneval"]
+        results[spec.slug] = {"results": str(result.path), **{k.split(",")[0]: v for k, v in metrics.items()
+                                                              if k.startswith("pass@")}}
     return results
 
 

@@ -363,7 +363,7 @@ def resume_identity(recipe) -> dict:
     return identity
 
 
-def run_evaluation(recipe, out: Path, card_name: str | None, progress: bool) -> list[Path]:
+def run_evaluation(recipe, out: Path, card_name: str | None, progress: bool) -> list:
     """The recipe's `evaluate:` section: phi-eval's harness on the checkpoint, in process."""
     from phi_eval.evaluate import RunOptions, run
     from phi_eval.tasks import resolve_tasks
@@ -376,14 +376,11 @@ def run_evaluation(recipe, out: Path, card_name: str | None, progress: bool) -> 
         temperature=ev.temperature, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
         data_dir=Path(ev.data_dir) if ev.data_dir else None, seed=ev.seed, progress=progress,
     )
-    written = run([spec], resolve_tasks(",".join(ev.tasks)), options, argv=["phi-eval", "train", recipe.path])
-    for path in written:
-        results = json.loads(path.read_text())["results"]
-        scores = ", ".join(f"{task} {key.split(',')[0]}={value:.4f}" for task, metrics in results.items()
-                           for key, value in metrics.items() if "_stderr" not in key and isinstance(value, float))
+    results = run([spec], resolve_tasks(",".join(ev.tasks)), options, argv=["phi-eval", "train", recipe.path])
+    for result in results:
         if progress:
-            tqdm.write(f"evaluated {spec.name}: {scores} ({path})")
-    return written
+            tqdm.write(f"evaluated {spec.name}: {result.headline()} ({result.path})")
+    return results
 
 
 def lr_at(step: int, tc, total_steps: int, time_used: float = 0.0) -> float:
