@@ -1,8 +1,7 @@
 """kill -9 in the middle of every kind of run, then the same command again: the rerun reuses the work the
 killed run finished (read back from the cache, not recomputed) and ends with exactly the results of an
-uninterrupted run. Generation through hf: is tests/test_resume.py; here multiple choice (PIQA), ToxiGen
-(rolling log-likelihoods), openai: requests through `phi-eval serve`, and a data stage (synthesize) served
-the same way.
+uninterrupted run: generation (hf:), the sandbox's verdicts, multiple choice (PIQA), ToxiGen (rolling
+log-likelihoods), openai: requests through `phi-eval serve`, and a data stage (synthesize) served the same way.
 
 The killed run is a subprocess; it is killed once the SQLite file holds at least one committed chunk (polled,
 not slept for). The rerun and the uninterrupted run are in process, one torch thread like the killed run, so
@@ -73,7 +72,7 @@ def outputs(out: Path, task: str) -> tuple[dict, list[dict]]:
 
 
 def count_scored(monkeypatch, method: str) -> list[int]:
-    """Requests that reach HFModel.<method> from now on (one entry per call)."""
+    """Requests that reach HFModel.<method> from now on (one entry per call; generate() is a generator)."""
     from phi_eval.models.hf import HFModel
 
     calls: list[int] = []
@@ -89,6 +88,47 @@ def count_scored(monkeypatch, method: str) -> list[int]:
 
 LOGLIKELIHOODS = "SELECT COUNT(*) FROM entries WHERE namespace = 'loglikelihood'"
 GENERATIONS = "SELECT COUNT(*) FROM entries WHERE namespace = 'generation'"
+VERDICTS = "SELECT COUNT(*) FROM entries WHERE namespace = 'execution'"
+
+
+def test_generation_run_killed_resumes_with_identical_results(tiny_phi_dir, tmp_path, monkeypatch, capsys):
+    limit = 12
+    args = ["run", "--models", f"hf:{tiny_phi_dir}", "--tasks", "humaneval", "--limit", str(limit),
+            "--max-new-tokens", "64", "--batch-size", "1", "--device", "cpu", "--workers", "1"]
+    home = tmp_path / "home"
+    victim = start([*args, "--out", str(tmp_path / "killed")], home)
+    done = kill_when(victim, home / "cache.sqlite", GENERATIONS, 3)
+    assert 3 <= done < limit
+
+    calls = count_scored(monkeypatch, "generate")
+    err = in_process([*args, "--out", str(tmp_path / "killed")], home, monkeypatch, capsys)
+    assert f"resuming: {done} of {limit} completions from the cache" in err
+    assert sum(calls) == limit - done
+
+    in_process([*args, "--out", str(tmp_path / "fresh"), "--no-cache"], tmp_path / "other", monkeypatch, capsys)
+    assert outputs(tmp_path / "killed", "humaneval") == outputs(tmp_path / "fresh", "humaneval")
+
+
+def test_execution_killed_resumes_from_the_verdicts_committed(tmp_path, monkeypatch, capsys):
+    """Verdicts are committed one by one as programs end: a run killed while the sandbox works keeps them."""
+    from phi_eval.tasks import TASKS
+
+    limit = 8
+    replay = tmp_path / "slow.jsonl"
+    with open(replay, "w") as f:
+        for doc in TASKS["humaneval"].load_docs(None)[:limit]:
+            completion = "    import time; time.sleep(0.4)\n" + doc["canonical_solution"]
+            f.write(json.dumps({"task_id": doc["doc_id"], "completion": completion}) + "\n")
+    args = ["run", "--models", f"replay:{replay}", "--tasks", "humaneval", "--limit", str(limit), "--workers", "1"]
+    home = tmp_path / "home"
+    victim = start([*args, "--out", str(tmp_path / "killed")], home)
+    done = kill_when(victim, home / "cache.sqlite", VERDICTS, 2)
+    assert 2 <= done < limit
+
+    err = in_process([*args, "--out", str(tmp_path / "killed")], home, monkeypatch, capsys)
+    assert f"resuming: {done} of {limit} verdicts from the cache" in err
+    results, samples = outputs(tmp_path / "killed", "humaneval")
+    assert results["humaneval"]["pass@1,none"] == 1.0 and len(samples) == limit
 
 
 @needs_shared
