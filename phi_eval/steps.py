@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from phi_eval.cache import make_key
 from phi_eval.execution import Limits, Sandbox
+from phi_eval.execution.sandbox import VERDICT_RULES
 from phi_eval.models import GenerationConfig, GenerationRequest
 
 EXECUTION_CHUNK = 64  # verdicts are committed to the cache after every chunk
@@ -94,7 +95,7 @@ def generate_with_cache(model, requests: list[GenerationRequest], cache, progres
 
 
 def execute_with_cache(programs: list[tuple[str, str]], sandbox, limits: Limits, cache, progress: bool) -> list[dict]:
-    keys = [make_key(program, tests, repr(limits)) for program, tests in programs]
+    keys = [make_key(program, tests, repr(limits), VERDICT_RULES) for program, tests in programs]
     stored = cache.get_many("execution", keys)
     verdicts: list[dict | None] = [stored.get(k) for k in keys]  # type: ignore[misc]
     missing = [i for i, v in enumerate(verdicts) if v is None]
