@@ -219,7 +219,7 @@ class Job:
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(out, 1)
             os.dup2(err, 2)
-            zygote.close_fds_except([requests, replies, verdict])
+            zygote.close_fds_except([requests, replies, verdict, *self.worker.import_handles])
             status, reason = judge.judge(judge.Channel(requests, replies), self.program, self.tests)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
@@ -304,6 +304,7 @@ class Worker:
         self.config = config
         self.limits = config["limits"]
         self.cgroup = config.get("cgroup")
+        self.import_handles = []
         self.control = None
 
     def ask_zygote(self, message, fds=()):
@@ -345,6 +346,7 @@ def main():
     max_tasks = limits["max_processes"] + (0 if drop_to else count_tasks(os.getuid()))
     confinement = confine.Confinement(limits, drop_to, max_tasks)
     worker = Worker(config)
+    worker.import_handles = import_handles
     worker.control = start_zygote(config, confinement, namespaces["private_tmp"], import_handles)
     found = worker.ask_zygote({"probe": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
