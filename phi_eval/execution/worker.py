@@ -308,10 +308,13 @@ class Worker:
         self.control = None
 
     def ask_zygote(self, message, fds=()):
-        socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
-        reply = self.control.recv(1 << 16)
-        if not reply:
-            raise RuntimeError("the zygote has gone")
+        try:
+            socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
+            reply = self.control.recv(1 << 16)
+        except OSError:
+            reply = b""
+        if not reply:  # the zygote died: exit, and the harness starts a new worker
+            os._exit(1)
         return json.loads(reply)
 
     def oom_kills(self):

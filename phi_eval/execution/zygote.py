@@ -98,9 +98,9 @@ class Zygote:
         try:
             os.setsid()  # out of the harness's process group and terminal
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            if self.in_cgroup:  # born in the zygote's memory cgroup, but the OOM killer's to pick
+            if self.in_cgroup:  # born in the zygote's memory cgroup: the OOM killer's first pick
                 with open("/proc/self/oom_score_adj", "w") as handle:
-                    handle.write("0")
+                    handle.write("1000")
             os.chdir(self.workdir)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(stdout, 1)
@@ -160,12 +160,10 @@ class Zygote:
 def join_cgroup(group):
     """Move the zygote into the worker's memory cgroup, so that runners are born there: moving
     each runner in would cost a kernel RCU grace period (~15 ms) per job. Pages the zygote
-    already holds stay charged where they were; the OOM killer is told to spare it."""
+    already holds stay charged where they were; runners ask the OOM killer to pick them first."""
     if not group:
         return False
     try:
-        with open("/proc/self/oom_score_adj", "w") as handle:
-            handle.write("-1000")
         with open(os.path.join(group[1], "cgroup.procs"), "w") as handle:
             handle.write("0")
         return True
