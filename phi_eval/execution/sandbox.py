@@ -55,6 +55,7 @@ VERDICT_RULES = "2: judged outside the program, plain data only"
 FIRST_UID = 100_000
 PID_SLOTS = 40_000
 MAX_WORKERS = 1000
+SKIPPABLE = frozenset({"seccomp", "landlock", "ipc_namespace", "job_tmpfs", "memory_cgroup"})
 WORKER_ENV = {"LANG": "C.UTF-8"}  # the worker builds the programs' environment from nothing
 
 
@@ -95,12 +96,18 @@ class Verdict:
 class Sandbox:
     """A pool of sandbox workers; use it as a context manager."""
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, temp_dir: str | None = None):
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, temp_dir: str | None = None,
+                 skip: frozenset = frozenset()):
+        """skip: protections to leave off, only to measure what each costs
+        (benchmarks/bench_protections.py): any of SKIPPABLE."""
         workers = (os.cpu_count() or 1) if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise UsageError(f"workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
         if limits is not None and not isinstance(limits, Limits):
             raise UsageError(f"limits must be a phi_eval.execution.Limits, got {type(limits).__name__}")
+        if not set(skip) <= SKIPPABLE:
+            raise UsageError(f"skip takes protections among {sorted(SKIPPABLE)}, got {sorted(skip)}")
+        self._skip = sorted(skip)
         temp_dir = temp_dir or tempfile.gettempdir()
         if not os.path.isdir(temp_dir):
             raise UsageError(f"temp_dir {temp_dir!r} is not a directory; pass an existing one")
@@ -120,9 +127,10 @@ class Sandbox:
                 # tmpfs where the kernel allows). 0711: a job's uid may pass, not look.
                 root = tempfile.mkdtemp(prefix="phi-eval-worker-", dir=self._temp_dir)
                 os.chmod(root, 0o711)
-                group = cgroup.create(f"phi-eval-{os.getpid()}-{index}", self.limits.memory_mb)
+                group = None if "memory_cgroup" in self._skip else cgroup.create(f"phi-eval-{os.getpid()}-{index}",
+                                                                            self.limits.memory_mb)
                 self._configs.append({"limits": asdict(self.limits), "uid": self._first_uid + index,
-                                      "temp_root": root, "cgroup": group})
+                                      "temp_root": root, "cgroup": group, "skip": self._skip})
                 self._workers.append(_Worker(self._configs[-1]))
             for worker in self._workers:
                 worker.wait_ready()

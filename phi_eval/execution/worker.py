@@ -86,16 +86,19 @@ def enter_worker_namespaces(temp_root, tmpfs_mb):
     return entered
 
 
-def start_zygote(config, confinement, private_tmp, import_handles):
-    """Fork the zygote into new PID and IPC namespaces; returns our end of its control socket."""
+def start_zygote(config, confinement, job_tmpfs, import_handles):
+    """Fork the zygote into new PID and IPC namespaces; returns the child we forked and our end
+    of the zygote's control socket."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if os.fork():
+    child = os.fork()
+    if child:
         theirs.close()
-        return ours
+        return child, ours
     try:
         ours.close()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        namespaces = {"pid_namespace": unshare(CLONE_NEWPID) == 0, "ipc_namespace": unshare(CLONE_NEWIPC) == 0}
+        namespaces = {"pid_namespace": unshare(CLONE_NEWPID) == 0,
+                      "ipc_namespace": "ipc_namespace" not in config["skip"] and unshare(CLONE_NEWIPC) == 0}
         if namespaces["pid_namespace"]:
             # unshare(CLONE_NEWPID) moves only future children: the child carries on as PID 1.
             child = os.fork()
@@ -107,7 +110,7 @@ def start_zygote(config, confinement, private_tmp, import_handles):
             prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
         namespaces["ipc_limits_zero"] = namespaces["ipc_namespace"] and zero_ipc_limits()
         gc.freeze()  # a collection in a job then never walks (and so copies) our objects
-        zygote.Zygote(config, theirs, confinement, namespaces, private_tmp, import_handles).serve()
+        zygote.Zygote(config, theirs, confinement, namespaces, job_tmpfs, import_handles).serve()
     finally:
         os._exit(0)
 
@@ -350,7 +353,8 @@ def main():
     confinement = confine.Confinement(limits, drop_to, max_tasks)
     worker = Worker(config)
     worker.import_handles = import_handles
-    worker.control = start_zygote(config, confinement, namespaces["private_tmp"], import_handles)
+    job_tmpfs = namespaces["private_tmp"] and "job_tmpfs" not in config["skip"]
+    zygote_pid, worker.control = start_zygote(config, confinement, job_tmpfs, import_handles)
     found = worker.ask_zygote({"probe": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
     wire.send(1, {
@@ -360,13 +364,15 @@ def main():
         "landlock_network": landlock_in_force >= 4, "landlock_scope": landlock_in_force >= 6,
         "memory_cgroup_v1": found["memory_cgroup"] and worker.cgroup[0] == "v1",
         "memory_cgroup_v2": found["memory_cgroup"] and worker.cgroup[0] == "v2",
-        "job_tmpfs": namespaces["private_tmp"], "judge_process": True,
+        "job_tmpfs": job_tmpfs, "judge_process": True,
         "wall_timeout": True, "temp_dir": True, "minimal_env": True, "output_cap": True,
     })
     gc.freeze()
     while True:
         job = wire.receive(0)  # None once the harness closed the pipe or died
         if job is None:
+            worker.control.close()  # the zygote's cue to exit
+            os.waitpid(zygote_pid, 0)
             return
         try:
             verdict = Job(worker, job["program"], job["tests"]).run()

@@ -34,10 +34,10 @@ OUR_MODULES = ("wire", "runner", "judge", "confine", "zygote", "cgroup", "worker
 
 
 class Zygote:
-    def __init__(self, config, control, confinement, namespaces, private_tmp, import_handles):
+    def __init__(self, config, control, confinement, namespaces, job_tmpfs, import_handles):
         self.config, self.control, self.confinement = config, control, confinement
         self.namespaces, self.pid_one = namespaces, namespaces["pid_namespace"]
-        self.private_tmp, self.import_handles = private_tmp, import_handles
+        self.job_tmpfs, self.import_handles = job_tmpfs, import_handles
         self.in_cgroup = join_cgroup(config.get("cgroup"))
         self.tmpfs_options = f"size={TMPFS_FILES * config['limits']['file_size_mb']}m,nr_inodes={TMPFS_INODES},mode=0700"
         if confinement.drop_to:
@@ -64,7 +64,7 @@ class Zygote:
     def make_workdir(self, name):
         workdir = os.path.join(self.config["temp_root"], name)
         os.mkdir(workdir, 0o700)
-        if self.private_tmp:
+        if self.job_tmpfs:
             confine.check(confine.libc.mount(b"tmpfs", os.fsencode(workdir), b"tmpfs", MS_NOSUID | MS_NODEV,
                                              self.tmpfs_options.encode()))
         elif self.confinement.drop_to:
@@ -74,7 +74,7 @@ class Zygote:
     def remove_workdir(self):
         if self.workdir is None:
             return
-        if self.private_tmp:
+        if self.job_tmpfs:
             confine.libc.umount2(os.fsencode(self.workdir), MNT_DETACH)
             os.rmdir(self.workdir)
         else:
@@ -153,6 +153,7 @@ class Zygote:
             found = json.loads(pipe.read())
         os.waitpid(child, 0)
         self.remove_workdir()
+        found.update((name, False) for name in self.config["skip"] if name in found)
         self.confinement.works = found
         return {**found, **self.namespaces, "memory_cgroup": self.in_cgroup}
 
