@@ -220,8 +220,6 @@ def judge(channel, program, tests):
         return "exited_early", f"{error} before the tests finished"
     except wire.NotPlainData as error:
         return "failed", f"not plain data: {error}"
-    except MemoryError:
-        return "memory", "MemoryError: the tests ran out of memory"
     except BaseException as error:
         return outcome(error, phase, tests)
 
@@ -236,6 +234,8 @@ def outcome(error, phase, tests):
         where = remote["where"] or (f"in the {phase}" if phase == "program" else "")
         status = "error"
     else:
+        if isinstance(error, MemoryError):
+            return "memory", "MemoryError: the tests ran out of memory"
         if isinstance(error, SystemExit):
             return "exited_early", "SystemExit raised in the tests"
         status = "failed" if isinstance(error, AssertionError) else "error"

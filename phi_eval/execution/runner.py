@@ -23,6 +23,8 @@ from builtins import (BaseException, SystemExit, compile, exec, getattr, isinsta
 import wire
 
 REASON_CHARS = 300
+MEMORY_REPLY = wire.dumps(["raise", {"type": "MemoryError", "builtin": True, "memory": True, "message": "",
+                                     "where": ""}])
 
 
 class Runner:
@@ -51,6 +53,10 @@ class Runner:
                 return
             try:
                 reply = ["ok", self.encode(self.answer(request))]
+            except MemoryError:  # little memory is left: drop the program's, send a reply built beforehand
+                self.namespace.clear()
+                self.objects.clear()
+                reply = MEMORY_REPLY
             except SystemExit as error:
                 reply = ["exit", f"SystemExit({describe_code(error)}) raised in the program"]
             except BaseException as error:
