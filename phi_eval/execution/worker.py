@@ -1,0 +1,386 @@
+"""A sandbox worker: serves the harness's jobs, one at a time, over stdin/stdout.
+
+phi_eval.execution.sandbox starts one per worker as `python -I worker.py CONFIG`, with a
+minimal environment. Standard library only; it preloads the modules benchmark code uses, so
+interpreter start-up is paid once per worker. Three kinds of process take part in a job:
+
+  worker (this process, trusted)  private network and mount namespaces; a tmpfs over the
+      jobs' directories; watches the job's time and output, decides nothing about the tests
+  judge (judge.py, trusted)       forked per job, outside the sandbox: runs the trusted tests;
+      every use of the program's values is a request to the runner, answered in plain data;
+      its [status, reason] is the verdict
+  runner (runner.py, untrusted)   forked per job by the zygote (zygote.py), PID 1 of the
+      sandbox's PID and IPC namespaces; confined, then runs the program and answers requests
+
+Model-written code runs only in the runner, so nothing it does can reach the code or the data
+that decides "passed". Where the kernel refuses a namespace (or Landlock, seccomp, a uid change,
+a cgroup), the worker goes without it and says so in its first message (Sandbox.protections).
+"""
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# Loaded once here so that programs and tests find them imported: the modules HumanEval and
+# MBPP use most. Rarer ones are left out: every module loaded makes every fork a little dearer.
+import bisect, collections, copy, functools, heapq, itertools, math, re, string, typing  # noqa: E401,E402,F401
+
+import cgroup  # noqa: E402
+import confine  # noqa: E402
+import judge  # noqa: E402
+import wire  # noqa: E402
+import zygote  # noqa: E402
+
+sys.path.remove(HERE)
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
+CLONE_NEWNET, CLONE_NEWIPC = 0x40000000, 0x08000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+# Programs see this environment (plus HOME and TMPDIR, their own directory): built from
+# nothing, so no secret of the harness can leak in.
+JOB_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# In the sandbox's own IPC namespace: no SysV object may be made at all (seccomp refuses the
+# calls too; this holds where seccomp is missing).
+IPC_LIMITS = {"shmmni": "0", "shmall": "0", "shmmax": "0", "msgmni": "0", "sem": "0 0 0 0"}
+EXCERPT_BYTES = 2048
+VERDICT_BYTES = 4096
+EXIT_GRACE_S = 0.2  # how long a runner that stopped answering may take to exit by itself
+mount, prctl, unshare = (getattr(confine.libc, name) for name in ("mount", "prctl", "unshare"))
+
+
+# ---------------------------------------------------------------- set-up
+
+def enter_worker_namespaces(temp_root, tmpfs_mb):
+    """Private network and mount namespaces where the kernel allows, with size-capped tmpfs
+    over temp_root (the jobs' directories) and /dev/shm. As root a plain unshare; otherwise a
+    user namespace (mapping only our own uid) grants what is needed. Returns what is in force."""
+    uid, gid = os.getuid(), os.getgid()
+    entered = dict.fromkeys(["user_namespace", "network_namespace", "private_tmp"], False)
+    if uid != 0:
+        try:
+            confine.check(unshare(CLONE_NEWUSER))
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as handle:
+                    handle.write(text)
+            entered["user_namespace"] = True
+        except OSError:
+            return entered
+    entered["network_namespace"] = unshare(CLONE_NEWNET) == 0
+    # Mode 0711: each job may enter its own directory but not list the others'.
+    entered["private_tmp"] = (
+        unshare(CLONE_NEWNS) == 0
+        and mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
+        and mount(b"tmpfs", os.fsencode(temp_root), b"tmpfs", MS_NOSUID | MS_NODEV,
+                  f"size={tmpfs_mb}m,mode=0711".encode()) == 0)
+    if entered["private_tmp"] and os.path.isdir("/dev/shm"):
+        mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
+    return entered
+
+
+def start_zygote(config, confinement, job_tmpfs, import_handles):
+    """Fork the zygote into new PID and IPC namespaces; returns the child we forked and our end
+    of the zygote's control socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    child = os.fork()
+    if child:
+        theirs.close()
+        return child, ours
+    try:
+        ours.close()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        namespaces = {"pid_namespace": unshare(CLONE_NEWPID) == 0,
+                      "ipc_namespace": "ipc_namespace" not in config["skip"] and unshare(CLONE_NEWIPC) == 0}
+        if namespaces["pid_namespace"]:
+            # unshare(CLONE_NEWPID) moves only future children: the child carries on as PID 1.
+            child = os.fork()
+            if child:
+                os.waitpid(child, 0)
+                os._exit(0)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        else:
+            prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
+        namespaces["ipc_limits_zero"] = namespaces["ipc_namespace"] and zero_ipc_limits()
+        gc.freeze()  # a collection in a job then never walks (and so copies) our objects
+        zygote.Zygote(config, theirs, confinement, namespaces, job_tmpfs, import_handles).serve()
+    finally:
+        os._exit(0)
+
+
+def zero_ipc_limits():
+    try:
+        for name, value in IPC_LIMITS.items():
+            with open(f"/proc/sys/kernel/{name}", "w") as handle:
+                handle.write(value)
+        return True
+    except OSError:
+        return False
+
+
+def count_tasks(uid):
+    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
+    total = 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                total += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def traversable_by_others(path):
+    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        path, parent = parent, os.path.dirname(parent)
+    return True
+
+
+def make_imports_reachable():
+    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
+    conda under /root, mode 700). For such import paths, open a handle now and import
+    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
+    Returns the handles, which jobs must keep open."""
+    renamed = {}
+    for index, entry in enumerate(sys.path):
+        real = os.path.realpath(entry) if entry else ""
+        if os.path.isdir(real) and not traversable_by_others(real):
+            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
+    # Submodules of packages already imported are found through the package's __path__.
+    for module in list(sys.modules.values()):
+        search_path = getattr(module, "__path__", None)
+        if isinstance(search_path, list):
+            for index, entry in enumerate(search_path):
+                for real, handle_path in renamed.items():
+                    if entry == real or entry.startswith(real + os.sep):
+                        search_path[index] = handle_path + entry[len(real):]
+    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]
+
+
+# ---------------------------------------------------------------- one job
+
+class Job:
+    """One program and its tests: the runner (through the zygote), the judge, the watch."""
+
+    def __init__(self, worker, program, tests):
+        self.worker, self.program, self.tests = worker, program, tests
+        self.readers = {}  # read end -> name
+        self.kept = {"stdout": b"", "stderr": b"", "verdict": b""}
+        self.sizes = dict.fromkeys(self.kept, 0)
+
+    def run(self):
+        worker, limits = self.worker, self.worker.limits
+        start = time.monotonic()
+        oom_before = worker.oom_kills()
+        requests, replies, out, err, verdict = (os.pipe() for _ in range(5))
+        for name, (read_end, _) in zip(("stdout", "stderr", "verdict"), (out, err, verdict)):
+            os.set_blocking(read_end, False)
+            self.readers[read_end] = name
+        judge_pid, outcome = None, None
+        try:
+            worker.ask_zygote({"job": f"job-{os.urandom(8).hex()}"}, [requests[0], replies[1], out[1], err[1]])
+            for fd in (requests[0], replies[1]):
+                os.close(fd)
+            judge_pid = os.fork()
+            if judge_pid == 0:
+                self.become_judge(requests[1], replies[0], out[1], err[1], verdict[1])
+            for fd in (requests[1], replies[0], out[1], err[1], verdict[1]):
+                os.close(fd)
+            outcome = self.watch(judge_pid, start + limits["timeout_s"])
+        finally:
+            judged = self.parse_verdict(end_process(judge_pid))
+            gone = judged is not None and judged[0] == "gone"
+            runner = worker.ask_zygote({"end": True, "grace": gone})
+            self.drain_and_close()
+        out_of_memory = worker.oom_kills() > oom_before
+        if outcome is None:
+            outcome = judged or ("error", "sandbox failure: the judge did not report")
+            if gone and (runner["by_itself"] or out_of_memory):
+                outcome = worker.classify_runner(runner["status"], out_of_memory)
+            elif gone:  # still running, but no longer answering as the protocol says
+                outcome = "failed", judged[1]
+        elif out_of_memory:
+            outcome = "memory", "the process tree ran out of memory (memory limit)"
+        return {"status": outcome[0], "reason": wire.printable(outcome[1]), "duration_s": time.monotonic() - start,
+                "stdout": self.text("stdout"), "stderr": self.text("stderr")}
+
+    def become_judge(self, requests, replies, out, err, verdict):
+        """In the forked judge: the tests' output goes to the job's, not to the harness."""
+        try:
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            zygote.close_fds_except([requests, replies, verdict, *self.worker.import_handles])
+            status, reason = judge.judge(judge.Channel(requests, replies), self.program, self.tests)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.write(verdict, json.dumps([status, reason]).encode())
+        finally:
+            os._exit(0)
+
+    def parse_verdict(self, judge_status):
+        """The judge's [status, reason], if it ended normally and sent one."""
+        if judge_status is None or not os.WIFEXITED(judge_status) or os.WEXITSTATUS(judge_status) != 0:
+            return None
+        verdict_fd = next(fd for fd, name in self.readers.items() if name == "verdict")
+        while self.read(verdict_fd):  # the judge has exited: everything it wrote is there
+            pass
+        try:
+            status, reason = json.loads(self.kept["verdict"])
+        except ValueError:
+            return None
+        return (status, reason) if (status in wire.STATUSES or status == "gone") and isinstance(reason, str) else None
+
+    def watch(self, judge_pid, deadline):
+        """Collect output until the judge exits, the time is up or the output cap is hit.
+        Returns None, or (status, reason) when the job must be stopped."""
+        limits = self.worker.limits
+        poller = select.poll()
+        for fd in self.readers:
+            poller.register(fd, select.POLLIN)
+        pidfd = os.pidfd_open(judge_pid)
+        poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout", f"wall-clock timeout after {limits['timeout_s']:g} s"
+                events = poller.poll(remaining * 1000)
+                for fd, _ in events:
+                    if fd != pidfd and not self.read(fd):
+                        poller.unregister(fd)
+                if self.sizes["stdout"] + self.sizes["stderr"] > limits["output_bytes"]:
+                    return "output_limit", f"wrote more than {limits['output_bytes']} bytes of output"
+                if any(fd == pidfd for fd, _ in events):
+                    return None
+        finally:
+            os.close(pidfd)
+
+    def read(self, fd):
+        """Read what is there, keeping a bounded prefix. False once nothing more comes."""
+        name = self.readers[fd]
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        self.sizes[name] += len(data)
+        room = (VERDICT_BYTES if name == "verdict" else EXCERPT_BYTES) - len(self.kept[name])
+        if room > 0:
+            self.kept[name] += data[:room]
+        return bool(data)
+
+    def drain_and_close(self):
+        for fd in self.readers:
+            while self.read(fd):
+                pass
+            os.close(fd)
+
+    def text(self, name):
+        return wire.printable(self.kept[name].decode(errors="replace"))
+
+
+def end_process(pid):
+    """Kill (if need be) and reap a child; its wait status, or None if there was none."""
+    if pid is None:
+        return None
+    finished, status = os.waitpid(pid, os.WNOHANG)
+    if not finished:
+        os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+    return status
+
+
+class Worker:
+    def __init__(self, config):
+        self.config = config
+        self.limits = config["limits"]
+        self.cgroup = config.get("cgroup")
+        self.import_handles = []
+        self.control = None
+
+    def ask_zygote(self, message, fds=()):
+        try:
+            socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
+            reply = self.control.recv(1 << 16)
+        except OSError:
+            reply = b""
+        if not reply:  # the zygote died: exit, and the harness starts a new worker
+            os._exit(1)
+        return json.loads(reply)
+
+    def oom_kills(self):
+        return cgroup.oom_kills(*self.cgroup) if self.cgroup else 0
+
+    def classify_runner(self, status, out_of_memory):
+        """How a runner that stopped answering ended."""
+        if out_of_memory:
+            return "memory", "the process tree ran out of memory (memory limit)"
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            if number == signal.SIGXCPU:
+                return "timeout", f"CPU time limit ({int(self.limits['timeout_s']) + 2} s) exceeded"
+            return "killed", f"killed by {signal.Signals(number).name}"
+        code = os.waitstatus_to_exitcode(status)
+        if code == 70:
+            return "error", "sandbox failure: the runner could not be confined"
+        return "exited_early", f"exited with code {code} before the tests finished"
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    sys.argv = [""]  # what programs see, as under `python -`
+    sys.dont_write_bytecode = True  # never write into the Python installation
+    os.environ.clear()
+    os.environ.update(JOB_ENV)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness handles Ctrl-C and closes our input
+    limits = config["limits"]
+    namespaces = enter_worker_namespaces(config["temp_root"], 2 * zygote.TMPFS_FILES * limits["file_size_mb"] + 8)
+    import_handles = make_imports_reachable() if os.getuid() == 0 else []
+    drop_to = (config["uid"], config["uid"]) if os.getuid() == 0 else None
+    max_tasks = limits["max_processes"] + (0 if drop_to else count_tasks(os.getuid()))
+    confinement = confine.Confinement(limits, drop_to, max_tasks)
+    worker = Worker(config)
+    worker.import_handles = import_handles
+    job_tmpfs = namespaces["private_tmp"] and "job_tmpfs" not in config["skip"]
+    zygote_pid, worker.control = start_zygote(config, confinement, job_tmpfs, import_handles)
+    found = worker.ask_zygote({"probe": True})
+    landlock_in_force = confinement.abi if found["landlock"] else 0
+    wire.send(1, {
+        **namespaces, **{name: value for name, value in found.items() if name != "memory_cgroup"},
+        # Root ignores RLIMIT_NPROC: it binds only once the uid is dropped.
+        "process_limit": found["rlimits"] and (found["uid_drop"] or os.getuid() != 0),
+        "landlock_network": landlock_in_force >= 4, "landlock_scope": landlock_in_force >= 6,
+        "memory_cgroup_v1": found["memory_cgroup"] and worker.cgroup[0] == "v1",
+        "memory_cgroup_v2": found["memory_cgroup"] and worker.cgroup[0] == "v2",
+        "job_tmpfs": job_tmpfs, "judge_process": True,
+        "wall_timeout": True, "temp_dir": True, "minimal_env": True, "output_cap": True,
+    })
+    gc.freeze()
+    while True:
+        job = wire.receive(0)  # None once the harness closed the pipe or died
+        if job is None:
+            worker.control.close()  # the zygote's cue to exit
+            os.waitpid(zygote_pid, 0)
+            return
+        try:
+            verdict = Job(worker, job["program"], job["tests"]).run()
+        except Exception as error:  # a sandbox failure: report it, keep serving
+            verdict = {"status": "error", "reason": wire.printable(f"sandbox failure: {error!r}"),
+                       "duration_s": 0.0, "stdout": "", "stderr": ""}
+        wire.send(1, verdict)
+
+
+if __name__ == "__main__":
+    main()
