@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from phi_eval.errors import UsageError
 from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop, unsettled_tail
+from phi_eval.models.head import VocabularyHead
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_BATCH_START = 64
@@ -105,6 +106,7 @@ class HFModel:
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
+        self._head = VocabularyHead(self.model, self._cache_arg)
 
     def _max_length(self) -> int:
         config = self.model.config
@@ -123,8 +125,12 @@ class HFModel:
     # -- generation -------------------------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        # As lm-eval's HFLM: no special tokens are added to prompts of causal models.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """A prompt or scored text as lm-eval's HFLM (tok_encode, tok_batch_encode) encodes it for causal
+        models: with the tokenizer's own special tokens (a BOS for Gemma and Llama-style tokenizers, none
+        for GPT-2 / CodeGen-style ones such as phi's), but none when the text already starts with the BOS
+        text. Gemma without its BOS degenerates ("do it it it ...")."""
+        bos_text = self.tokenizer.decode(self.prefix_id)
+        return self.tokenizer(text, add_special_tokens=not (bos_text and text.startswith(bos_text)))["input_ids"]
 
     def generate(self, requests: list[GenerationRequest], progress: bool = True) -> Iterator[tuple[int, Completion]]:
         encoded = [self._encode(r.prompt) for r in requests]
@@ -273,22 +279,15 @@ class HFModel:
         """lm-eval's _encode_pair: trailing whitespace of the context moves to the continuation; the
         continuation's tokens are those of the whole string past the context's own token count."""
         if not context:
-            continuation_ids = self._encode(continuation)
+            continuation_ids = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
             if continuation_ids and continuation_ids[0] == self.prefix_id:
                 return continuation_ids[:1], continuation_ids[1:]
             return [self.prefix_id], continuation_ids
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
-        context_ids = self._encode_scored(context)
-        return context_ids, self._encode_scored(context + continuation)[len(context_ids):]
-
-    def _encode_scored(self, text: str) -> list[int]:
-        """lm-eval's HFLM.tok_encode for scored text: the tokenizer's own special tokens (a BOS for
-        Llama-style tokenizers, none for GPT-2 / CodeGen-style ones such as phi's), but none when the text
-        already starts with the BOS text."""
-        bos_text = self.tokenizer.decode(self.prefix_id)
-        return self.tokenizer(text, add_special_tokens=not (bos_text and text.startswith(bos_text)))["input_ids"]
+        context_ids = self._encode(context)
+        return context_ids, self._encode(context + continuation)[len(context_ids):]
 
     def loglikelihood(self, pairs: list[tuple[str, str]], progress: bool = True) -> list[tuple[float, bool]]:
         """lm-eval's (sum of log-probs of the continuation's tokens, whether greedy decoding yields them).
@@ -313,13 +312,16 @@ class HFModel:
     def _prefix_groups(self, requests: list[tuple[list[int], list[int]]]
                        ) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """([(shared prefix length, request indices)], indices scored alone). A group is a run of consecutive
-        requests whose contexts share at least half of the first one's tokens, at most a batch of them; the
-        prefix stops short of every context's last token, whose logits score the continuation."""
+        requests whose contexts share at least half of the first one's tokens, at most a batch of them. The
+        prefix is the longest run of input tokens (context + continuation but its last token) they all share,
+        so it may reach into the continuations (PIQA's two solutions often start alike); it stops short of
+        every row's last input token, so each member keeps a tail to run."""
         limit = max(AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size), MIN_PREFIX_GROUP)
         groups: list[tuple[int, list[int]]] = []
         alone: list[int] = []
         members: list[int] = []
         length = 0
+        first: list[int] = []
 
         def close() -> None:
             if len(members) > 1:
@@ -331,16 +333,16 @@ class HFModel:
             if not continuation or len(context) < 2 or len(context) + len(continuation) > self.max_length + 1:
                 alone.append(i)  # empty, nothing to share, or left-truncated as lm-eval does
                 continue
+            row = context + continuation[:-1]
             if members and len(members) < limit:
-                first = requests[members[0]][0]
-                common = min(length, len(context) - 1)
-                common = next((k for k in range(common) if first[k] != context[k]), common)
-                if common * 2 >= len(first):
+                common = min(length, len(row) - 1)
+                common = next((k for k in range(common) if first[k] != row[k]), common)
+                if common * 2 >= len(requests[members[0]][0]):
                     members.append(i)
                     length = common
                     continue
             close()
-            members, length = [i], len(context) - 1
+            members, length, first = [i], len(row) - 1, row
         close()
         groups.sort(key=lambda group: -max(len(requests[i][0]) + len(requests[i][1]) for i in group[1]))
         return groups, alone
@@ -352,7 +354,7 @@ class HFModel:
 
         windows, owner = [], []
         for index, text in enumerate(texts):
-            for window in get_rolling_token_windows(self._encode_scored(text), prefix_token=self.prefix_id,
+            for window in get_rolling_token_windows(self._encode(text), prefix_token=self.prefix_id,
                                                     max_seq_len=self.max_length, context_len=1):
                 windows.append(make_disjoint_window(window))
                 owner.append(index)
@@ -411,58 +413,80 @@ class HFModel:
         batch = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
         for row, ids in enumerate(inputs):
             batch[row, :len(ids)] = torch.tensor(ids)  # right padding keeps positions plain
-        logits = self.model(input_ids=batch.to(self.device)).logits
-        # Only the positions that predict continuation tokens need a softmax over the vocabulary.
-        return [self._continuation_score(F.log_softmax(logits[row, len(ids) - len(cont):len(ids)].float(), dim=-1),
-                                         cont) for row, (ids, cont) in enumerate(zip(inputs, continuations))]
+        states, _ = self._head.forward(batch.to(self.device))
+        # Only the positions that predict continuation tokens reach the vocabulary.
+        wanted = [[(row, position, token) for position, token in zip(range(len(ids) - len(cont), len(ids)), cont)]
+                  for row, (ids, cont) in enumerate(zip(inputs, continuations))]
+        flat = [w for row in wanted for w in row]
+        logprobs, greedy = self._head.score(states[[r for r, _, _ in flat], [p for _, p, _ in flat]],
+                                            [t for _, _, t in flat])
+        bounds = torch.tensor([0] + [len(row) for row in wanted]).cumsum(0).tolist()
+        return [self._continuation_score(logprobs[a:b], greedy[a:b]) for a, b in zip(bounds, bounds[1:])]
 
     @torch.no_grad()
     def _score_shared(self, groups: list[tuple[int, list[tuple[list[int], list[int]]]]]
                       ) -> list[list[tuple[float, bool]]]:
-        """The groups' shared prefixes run once, right-padded (plain causal attention, no mask); then the rest
-        of every member (its context past the prefix and its continuation) runs on that KV cache, longest
-        first, split where the rows get much shorter so that they pad little."""
+        """The groups' shared prefixes run once, right-padded (plain causal attention, no mask), scoring the
+        continuation tokens that fall inside them once for all members; then the rest of every member runs on
+        that KV cache, longest first, split where the rows get much shorter so that they pad little."""
         width = max(length for length, _ in groups)
         prefix = torch.full((len(groups), width), self.pad_id, dtype=torch.long)
         past = torch.zeros((len(groups), width), dtype=torch.long)
+        # Each scored position once, as (row, position, target token) -> its index among all scores; a member
+        # picks the indices of its continuation's tokens in order.
+        wanted: dict[tuple[int, int, int], int] = {}
+        picks: dict[tuple[int, int], list[int]] = {}
         for g, (length, members) in enumerate(groups):
-            prefix[g, :length] = torch.tensor(members[0][0][:length])
+            prefix[g, :length] = torch.tensor((members[0][0] + members[0][1])[:length])
             past[g, :length] = 1
-        cache = getattr(self.model(input_ids=prefix.to(self.device), use_cache=True, **self._keep_last),
-                        self._cache_arg)
-        # (group, member, tokens after the prefix but the last, continuation tokens), longest first
-        rows = sorted(((g, k, (context + continuation)[length:-1], continuation)
+            for k, (context, continuation) in enumerate(members):
+                full = context + continuation
+                picks[g, k] = [wanted.setdefault((g, p, full[p + 1]), len(wanted))
+                               for p in range(len(context) - 1, length)]
+        states, cache = self._head.forward(prefix.to(self.device), use_cache=True)
+        scores = [self._scores_at(states, wanted)]
+        # (group, member, context + continuation, tokens after the prefix but the last), longest first
+        rows = sorted(((g, k, context + continuation, (context + continuation)[length:-1])
                        for g, (length, members) in enumerate(groups)
                        for k, (context, continuation) in enumerate(members)),
-                      key=lambda row: -len(row[2]))
-        scores: list[list[tuple[float, bool]]] = [[(0.0, True)] * len(members) for _, members in groups]
-        starts = [0] + [i for i in range(1, len(rows)) if len(rows[i][2]) < TAIL_SPLIT * len(rows[0][2])
-                        and len(rows[i - 1][2]) >= TAIL_SPLIT * len(rows[0][2])]
+                      key=lambda row: -len(row[3]))
+        starts = [0] + [i for i in range(1, len(rows)) if len(rows[i][3]) < TAIL_SPLIT * len(rows[0][3])
+                        and len(rows[i - 1][3]) >= TAIL_SPLIT * len(rows[0][3])]
+        done = len(wanted)
         for start, end in zip(starts, starts[1:] + [len(rows)]):
             chunk = rows[start:end]
             index = torch.tensor([g for g, _, _, _ in chunk])
             chunk_cache = copy.deepcopy(cache) if end < len(rows) else cache
             chunk_cache.batch_select_indices(index.to(self.device))
-            tail_width = len(chunk[0][2])
+            tail_width = len(chunk[0][3])
             tail = torch.full((len(chunk), tail_width), self.pad_id, dtype=torch.long)
             attention = torch.cat([past[index], torch.zeros((len(chunk), tail_width), dtype=torch.long)], dim=1)
-            for row, (_, _, ids, _) in enumerate(chunk):
+            wanted = {}
+            for row, (g, k, full, ids) in enumerate(chunk):
                 tail[row, :len(ids)] = torch.tensor(ids)
                 attention[row, width:width + len(ids)] = 1
+                length, context = groups[g][0], groups[g][1][k][0]
+                picks[g, k] += [done + wanted.setdefault((row, p - length, full[p + 1]), len(wanted))
+                                for p in range(max(len(context) - 1, length), len(full) - 1)]
             positions = torch.tensor([groups[g][0] for g, _, _, _ in chunk])[:, None] + torch.arange(tail_width)
-            logits = self.model(input_ids=tail.to(self.device), attention_mask=attention.to(self.device),
-                                position_ids=positions.to(self.device), **{self._cache_arg: chunk_cache}).logits
-            for row, (g, k, ids, continuation) in enumerate(chunk):
-                span = F.log_softmax(logits[row, len(ids) - len(continuation):len(ids)].float(), dim=-1)
-                scores[g][k] = self._continuation_score(span, continuation)
-        return scores
+            states, _ = self._head.forward(tail.to(self.device), attention_mask=attention.to(self.device),
+                                           position_ids=positions.to(self.device), **{self._cache_arg: chunk_cache})
+            scores.append(self._scores_at(states, wanted))
+            done += len(wanted)
+        logprobs, greedy = torch.cat([lp for lp, _ in scores]), torch.cat([gr for _, gr in scores])
+        return [[self._continuation_score(logprobs[picks[g, k]], greedy[picks[g, k]]) for k in range(len(members))]
+                for g, (_, members) in enumerate(groups)]
+
+    def _scores_at(self, states: torch.Tensor, wanted: dict[tuple[int, int, int], int]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, is-argmax) of the (row, position, target) keys of `wanted`, in its index order."""
+        keys = sorted(wanted, key=wanted.__getitem__)
+        return self._head.score(states[[r for r, _, _ in keys], [p for _, p, _ in keys]], [t for _, _, t in keys])
 
     @staticmethod
-    def _continuation_score(logprobs: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
-        """(sum of the continuation's log-probs, whether each of its tokens is the argmax) from the
-        log-prob rows that predict its tokens."""
-        target = torch.tensor(continuation, device=logprobs.device)
-        return float(logprobs.gather(-1, target[:, None]).sum()), bool((logprobs.argmax(-1) == target).all())
+    def _continuation_score(logprobs: torch.Tensor, greedy: torch.Tensor) -> tuple[float, bool]:
+        """(sum of the continuation's log-probs, whether each of its tokens is the argmax)."""
+        return float(logprobs.sum()), bool(greedy.all())
 
     # -- per-token log-probabilities (phi-eval serve's `logprobs`) ------------------------------
 

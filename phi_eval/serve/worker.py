@@ -130,9 +130,8 @@ class ModelWorker:
         """Streams decoded as one batch by HFModel's decoding loop (the one its generate() and stream()
         share): each row's text is sent as it grows, held back where a stop sequence or a multi-byte
         character may still be unfinished, exactly as HFModel.stream sends it."""
-        tokenizer = self.model.tokenizer
         requests = [job.request for job in jobs]
-        encoded = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
+        encoded = [self.model._encode(r.prompt) for r in requests]
         stops = [s for s in requests[0].config.stop if s]
         sent = [""] * len(jobs)
         steps = self.model._decode(requests, encoded)
@@ -150,7 +149,7 @@ class ModelWorker:
                     if all(j.future.done() for j in jobs):
                         return
                 else:
-                    text = tokenizer.decode(tokens, skip_special_tokens=False)
+                    text = self.model.tokenizer.decode(tokens, skip_special_tokens=False)
                     ready = text[:len(text) - unsettled_tail(text, stops)]
                     if len(ready) > len(sent[index]) and ready.startswith(sent[index]):
                         job.emit(ready[len(sent[index]):])
