@@ -97,6 +97,8 @@ def build_parser() -> Parser:
     app.add_argument("--port", type=int, default=7860)
     app.add_argument("--max-models", type=int, default=4, help="models held in memory at once")
     app.add_argument("--max-streams", type=int, default=4, help="completions generated at once; the rest queue")
+    app.add_argument("--no-preload", dest="preload", action="store_false",
+                     help="do not load the default comparison's models at start (they load on first use)")
     return parser
 
 
@@ -357,7 +359,8 @@ def cmd_app(args) -> None:
     sys.path.insert(0, str(PROJECT_ROOT))
     import app  # the top-level app.py
 
-    app.main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
+    app.main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams,
+             preload=args.preload)
 
 
 COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train,
