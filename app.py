@@ -94,7 +94,7 @@ def settings_fields(preset) -> list:
 
 def side_ui(index: int, default: str, choices: list[Choice], preset, visible: bool) -> SideUI:
     label = SIDES[index]
-    with gr.Column(visible=visible, min_width=260) as column:
+    with gr.Column(visible=visible, min_width=260, elem_id=f"side-{label}") as column:
         header = gr.HTML(side_header(label, default), elem_id=f"header-{label}")
         spec = gr.Dropdown([(c.label, c.value) for c in choices], value=default, allow_custom_value=True,
                            label=f"model {label}", info=SPEC_HELP, elem_classes="model-spec", elem_id=f"spec-{label}")
@@ -151,7 +151,9 @@ def build_side_by_side(pool: ModelPool, default_models) -> None:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop_all = gr.Button("Stop all")
-    with gr.Row(equal_height=True):
+    # Every part of a side has a fixed height (header, box, completion, metrics), so the sides line up
+    # whatever their models wrote; a side's override opens below its output and moves no one's output.
+    with gr.Row(equal_height=False):
         sides = [side_ui(i, default_models[i] if i < len(default_models) else "", choices, preset, i < n_default)
                  for i in range(len(SIDES))]
     with gr.Accordion("repetition and diff", open=True):

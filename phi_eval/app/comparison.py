@@ -62,6 +62,7 @@ class SideRun:
     output_tokens: int | None = None
     identity: dict | None = None
     load_s: float | None = None  # from the request to the model being ready (waiting for its load included)
+    was_loaded: bool | None = None  # the model was already in memory when the side asked for it
     queue_s: float | None = None  # then waiting for a generation slot
     time_to_first_token_s: float | None = None  # from the start of generation
     generation_s: float | None = None  # so far, while streaming
@@ -100,6 +101,7 @@ class SideRun:
                 "output_tokens": self.output_tokens,
                 "generation_s": self.generation_s,
                 "load_s": self.load_s,
+                "model_was_loaded": self.was_loaded,
                 "queue_s": self.queue_s,
             },
             "repetition": {"n": n, "score": repetition(self.text, n).score},
@@ -196,7 +198,7 @@ class Comparison:
         requested = time.perf_counter()
         try:
             spec = self.pool.resolve(run.spec)  # a packaged model's weights are located (or assembled) here
-            self._set(run, stage="starting the load", stage_since=time.time())
+            self._set(run, stage="starting the load", stage_since=time.time(), was_loaded=self.pool.is_loaded(spec))
             loading = threading.Thread(target=self._follow_load, args=(run, spec), daemon=True)
             loading.start()
             with self.pool.use(spec) as model:

@@ -8,8 +8,6 @@ CSS = """
 /* Leaderboard headers read as words: never one letter per line. */
 #leaderboard-table th, #leaderboard-table th * { white-space: nowrap !important; word-break: normal !important;
   overflow-wrap: normal !important; }
-/* A side's header names its model in full, however long the spec. */
-.side-header { min-height: 1.6em; }
 """
 
 # Enter in a model box keeps what was typed. Gradio's dropdown would put the first matching choice in its place

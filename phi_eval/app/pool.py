@@ -110,6 +110,10 @@ class ModelPool:
         with self._lock:
             return [model.identity["name"] for model in self._models.values()]
 
+    def is_loaded(self, spec: ModelSpec) -> bool:
+        with self._lock:
+            return model_key(spec) in self._models
+
     def stage(self, spec: ModelSpec) -> tuple[str, float] | None:
         """(what the model's load is doing, since when) while it waits or loads; None once loaded."""
         with self._lock:

@@ -34,7 +34,8 @@ def completion_html(text: str, rep: Repetition) -> str:
 def side_header(label: str, spec: str) -> str:
     """The side's name and its whole model spec (wrapped, never cut off)."""
     name = escape(spec.strip()) if spec and spec.strip() else "<em>no model chosen</em>"
-    return (f'<div class="side-header" style="font-size:1.05em;overflow-wrap:anywhere;padding:2px 0">'
+    return (f'<div class="side-header" style="font-size:1.05em;line-height:1.35;overflow-wrap:anywhere;'
+            f'height:4.4em;overflow-y:auto;padding:2px 0">'
             f'<b>{label}</b> · <span class="side-model">{name}</span></div>')
 
 
@@ -55,7 +56,7 @@ def metrics_html(run: SideRun | None, rep: Repetition) -> str:
                f"first token {_seconds(run.time_to_first_token_s)}", f"repetition ({rep.n}-grams) {rep.score:.2f}"]
     waits = []
     if run.load_s is not None:
-        waits.append(f"model ready after {run.load_s:.1f} s" if run.load_s >= 0.05 else "model already loaded")
+        waits.append("model already loaded" if run.was_loaded else f"model ready after {run.load_s:.1f} s")
     if run.queue_s is not None and run.queue_s >= 0.05:
         waits.append(f"queued {run.queue_s:.1f} s for a generation slot")
     return _lines([state, " · ".join(numbers), " · ".join(waits)])
