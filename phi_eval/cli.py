@@ -101,6 +101,8 @@ def build_parser() -> Parser:
     app.add_argument("--port", type=PORT, default=7860)
     app.add_argument("--max-models", type=POSITIVE, default=4, help="models held in memory at once")
     app.add_argument("--max-streams", type=POSITIVE, default=4, help="completions generated at once; the rest queue")
+    app.add_argument("--no-preload", dest="preload", action="store_false",
+                     help="do not load the default comparison's models at start (they load on first use)")
     return parser
 
 
@@ -373,7 +375,8 @@ def cmd_app(args) -> None:
     from phi_eval.serve import bind
 
     bind(args.host, args.port).close()  # a busy port fails in one line, before gradio starts
-    main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams)
+    main(host=args.host, port=args.port, max_models=args.max_models, max_streams=args.max_streams,
+         preload=args.preload)
 
 
 COMMANDS = {"zoo": cmd_zoo, "run": cmd_run, "leaderboard": cmd_leaderboard, "train": cmd_train,

@@ -1,13 +1,16 @@
 """A side-by-side comparison: one prompt, two to four models, each side streamed in a thread of its own.
 
-A side's thread waits for a generation slot, gets its model from the shared pool and appends text as
-the model decodes it, so a slow model never holds back a fast one. The UI's event only watches the
-sides and renders what they have so far; a side can be stopped or run again on its own.
+A side's thread gets its model from the shared pool (showing what the load is doing and for how long),
+waits for a generation slot and appends text as the model decodes it, so a slow model never holds back a
+fast one. The UI's event only watches the sides and renders what they have so far (at least once a second,
+so waiting times count up); a side can be stopped or run again on its own. Token counts and tokens/s are
+kept up to date while a side streams and stay when it is stopped.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +26,8 @@ from phi_eval.report.results import package_versions
 
 SIDES = "ABCD"
 RENDER_INTERVAL_S = 0.05  # pieces arriving faster are rendered together: at most ~20 updates a second
+TICK_S = 1.0  # while nothing changes (a model loading), the view still updates this often
+COUNT_INTERVAL_S = 0.2  # a streaming side's tokens are recounted at most this often
 RECORD_VERSION = 1
 log = logging.getLogger(__name__)
 versions = functools.cache(package_versions)  # the record is rebuilt on every render; versions do not change
@@ -48,15 +53,20 @@ class SideRun:
     prompt: str
     config: GenerationConfig
     override: bool
-    status: str = "queued"  # queued -> loading -> streaming -> done | stopped | error
+    status: str = "loading"  # loading -> queued -> streaming -> done | stopped | error
+    stage: str = "locating the weights"  # what a loading or queued side waits for
+    stage_since: float = field(default_factory=time.time)
     text: str = ""
     error: str | None = None
     finish_reason: str | None = None  # "stop", "length", or "stopped" by the user
     output_tokens: int | None = None
     identity: dict | None = None
-    load_s: float | None = None
-    time_to_first_token_s: float | None = None
-    generation_s: float | None = None
+    load_s: float | None = None  # from the request to the model being ready (waiting for its load included)
+    was_loaded: bool | None = None  # the model was already in memory when the side asked for it
+    queue_s: float | None = None  # then waiting for a generation slot
+    time_to_first_token_s: float | None = None  # from the start of generation
+    generation_s: float | None = None  # so far, while streaming
+    stream_started: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -69,6 +79,10 @@ class SideRun:
         if self.output_tokens is None or not self.generation_s:
             return None
         return self.output_tokens / self.generation_s
+
+    def waited_s(self) -> float:
+        """Seconds spent in the current stage (loading or queued)."""
+        return max(0.0, time.time() - self.stage_since)
 
     def record(self, n: int) -> dict:
         return {
@@ -87,6 +101,8 @@ class SideRun:
                 "output_tokens": self.output_tokens,
                 "generation_s": self.generation_s,
                 "load_s": self.load_s,
+                "model_was_loaded": self.was_loaded,
+                "queue_s": self.queue_s,
             },
             "repetition": {"n": n, "score": repetition(self.text, n).score},
         }
@@ -144,7 +160,7 @@ class Comparison:
         seen = -1
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._version != seen)
+                self._changed.wait_for(lambda: self._version != seen, timeout=TICK_S)
                 seen = self._version
             done = all(run.finished.is_set() for run in runs)
             yield
@@ -179,15 +195,19 @@ class Comparison:
         self._notify()
 
     def _generate(self, run: SideRun) -> None:
+        requested = time.perf_counter()
         try:
-            spec = self.pool.resolve(run.spec)
-            with self.pool.stream_slot(run.cancelled) as got_slot:
-                if got_slot:
-                    self._set(run, status="loading")
-                    started = time.perf_counter()
-                    with self.pool.use(spec) as model:
-                        self._set(run, status="streaming", identity=dict(model.identity),
-                                  load_s=time.perf_counter() - started)
+            spec = self.pool.resolve(run.spec)  # a packaged model's weights are located (or assembled) here
+            self._set(run, stage="starting the load", stage_since=time.time(), was_loaded=self.pool.is_loaded(spec))
+            loading = threading.Thread(target=self._follow_load, args=(run, spec), daemon=True)
+            loading.start()
+            with self.pool.use(spec) as model:
+                self._set(run, status="queued", stage="waiting for a free generation slot", stage_since=time.time(),
+                          identity=dict(model.identity), load_s=time.perf_counter() - requested)
+                ready = time.perf_counter()
+                with self.pool.stream_slot(run.cancelled) as got_slot:
+                    if got_slot:
+                        self._set(run, status="streaming", queue_s=time.perf_counter() - ready)
                         self._stream(run, model)
         except UsageError as e:
             run.error = str(e)
@@ -205,22 +225,48 @@ class Comparison:
             run.finished.set()
             self._notify()
 
+    def _follow_load(self, run: SideRun, spec) -> None:
+        """While the side waits for its model, show the pool's stage of that model's load (and since when)."""
+        while run.status == "loading" and not run.finished.is_set():
+            stage = self.pool.stage(spec)
+            if stage and (run.stage, run.stage_since) != stage:
+                self._set(run, stage=stage[0], stage_since=stage[1])
+            time.sleep(0.1)
+
     def _stream(self, run: SideRun, model) -> None:
         pieces = completion_pieces(model, GenerationRequest(run.prompt, run.config))
-        started = time.perf_counter()
+        count = token_counter(model)
+        started = run.stream_started = time.perf_counter()
+        counted = 0.0
         try:
             while not run.cancelled.is_set():
                 try:
                     piece = next(pieces)
                 except StopIteration as end:
                     completion: Completion = end.value
-                    # The model's own text is authoritative (it equals the pieces for prefix-stable tokenizers).
+                    # The model's own text and count are authoritative (the text equals the pieces for
+                    # prefix-stable tokenizers).
                     self._set(run, text=completion.text, finish_reason=completion.finish_reason,
-                              output_tokens=completion.n_tokens)
+                              output_tokens=completion.n_tokens, generation_s=time.perf_counter() - started)
                     return
+                now = time.perf_counter()
                 if run.time_to_first_token_s is None:
-                    run.time_to_first_token_s = time.perf_counter() - started
-                self._set(run, text=run.text + piece)
+                    run.time_to_first_token_s = now - started
+                run.text += piece
+                if now - counted >= COUNT_INTERVAL_S:
+                    run.output_tokens, counted = count(run.text), now
+                self._set(run, generation_s=now - started)
         finally:
             pieces.close()
-            run.generation_s = time.perf_counter() - started
+            if run.finish_reason is None:  # stopped: count what was streamed
+                run.output_tokens = count(run.text)
+                run.generation_s = time.perf_counter() - started
+
+
+def token_counter(model):
+    """How many tokens a streamed text is: the model's tokenizer where it has one (hf:, gguf:), else the
+    number of words and punctuation marks (openai: servers report their count only at the end)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return lambda text: len(re.findall(r"\w+|[^\w\s]", text))

@@ -32,3 +32,5 @@ PRESETS = {
         "Answer:", stop=("Question:",), max_tokens=128),
 }
 DEFAULT_PRESET = "Self-awareness (the talk)"
+# The comparison the page opens with (and preloads): this project's tiny model and two real small models.
+DEFAULT_MODELS = ("phi-tiny", "smollm2-135m-instruct", "gemma-3-270m")

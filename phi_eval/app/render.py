@@ -10,11 +10,14 @@ from phi_eval.app.repetition import Repetition
 
 BOX = ("white-space:pre-wrap;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.9em;line-height:1.45;"
        "min-height:8em;max-height:32em;overflow:auto;padding:8px;border:1px solid #d0d7de;border-radius:6px")
+# A completion box has one fixed height, so the sides' columns line up whatever each model wrote.
+COMPLETION_BOX = BOX.replace("min-height:8em;max-height:32em", "height:22em;resize:vertical")
 REPEAT = "background:#fde68a;border-radius:2px"
 REMOVED = "background:#fecaca;text-decoration:line-through"
 ADDED = "background:#bbf7d0"
-STATUS = {"queued": "queued: waiting for a free generation slot", "loading": "loading the model",
-          "streaming": "streaming", "done": "done", "stopped": "stopped", "error": "error"}
+ERROR = "color:#b91c1c"
+STATUS = {"queued": "queued", "loading": "loading the model", "streaming": "streaming", "done": "done",
+          "stopped": "stopped", "error": "error"}
 
 
 def completion_html(text: str, rep: Repetition) -> str:
@@ -25,22 +28,44 @@ def completion_html(text: str, rep: Repetition) -> str:
         parts.append(f'<mark class="repeat" style="{REPEAT}">{escape(text[start:end])}</mark>')
         at = end
     parts.append(escape(text[at:]))
-    return f'<div class="completion" style="{BOX}">{"".join(parts)}</div>'
+    return f'<div class="completion" style="{COMPLETION_BOX}">{"".join(parts)}</div>'
 
 
-def metrics_markdown(run: SideRun | None, rep: Repetition) -> str:
+def side_header(label: str, spec: str) -> str:
+    """The side's name and its whole model spec (wrapped, never cut off)."""
+    name = escape(spec.strip()) if spec and spec.strip() else "<em>no model chosen</em>"
+    return (f'<div class="side-header" style="font-size:1.05em;line-height:1.35;overflow-wrap:anywhere;'
+            f'height:4.4em;overflow-y:auto;padding:2px 0">'
+            f'<b>{label}</b> · <span class="side-model">{name}</span></div>')
+
+
+def metrics_html(run: SideRun | None, rep: Repetition) -> str:
+    """The side's state and numbers. While it waits: for what, and for how long so far; while it streams and
+    after a stop: live token counts and tokens/s. Waiting for the model and for a slot are shown apart from
+    the time to the first token (which starts when generation starts)."""
     if run is None:
-        return "*not run*"
+        return _lines(["<em>not run</em>"])
     if run.error:
-        return f"**Error:** {escape(run.error)}"
-    lines = [f"**{STATUS[run.status]}**" + (f" · finish: {run.finish_reason}" if run.finish_reason else "")]
-    numbers = [f"first token {_seconds(run.time_to_first_token_s)}",
-               f"{_fixed(run.tokens_per_s, 1)} tokens/s", f"{_fixed(run.output_tokens, 0)} output tokens",
-               f"repetition ({rep.n}-grams) {rep.score:.2f}"]
-    lines.append(" · ".join(numbers))
-    if run.load_s is not None and run.load_s >= 0.05:
-        lines.append(f"model ready after {run.load_s:.1f} s")
-    return "  \n".join(lines)
+        return _lines([f'<b style="{ERROR}">Error:</b> <span style="{ERROR}">{escape(run.error)}</span>'])
+    state = f"<b>{STATUS[run.status]}</b>"
+    if run.status in ("loading", "queued"):
+        state += f": {escape(run.stage)} · {run.waited_s():.0f} s so far"
+    elif run.finish_reason:
+        state += f" · finish: {escape(run.finish_reason)}"
+    numbers = [f"{_fixed(run.output_tokens, 0)} output tokens", f"{_fixed(run.tokens_per_s, 1)} tokens/s",
+               f"first token {_seconds(run.time_to_first_token_s)}", f"repetition ({rep.n}-grams) {rep.score:.2f}"]
+    waits = []
+    if run.load_s is not None:
+        waits.append("model already loaded" if run.was_loaded else f"model ready after {run.load_s:.1f} s")
+    if run.queue_s is not None and run.queue_s >= 0.05:
+        waits.append(f"queued {run.queue_s:.1f} s for a generation slot")
+    return _lines([state, " · ".join(numbers), " · ".join(waits)])
+
+
+def _lines(lines: list[str]) -> str:
+    # A fixed number of lines, so a side's metrics never change its column's height.
+    lines = (lines + ["", "", ""])[:3]
+    return '<div class="metrics" style="line-height:1.5;min-height:4.5em">' + "<br>".join(lines) + "</div>"
 
 
 def diff_html(diff: WordDiff, left: str, right: str) -> str:

@@ -27,20 +27,29 @@ def format_stops(stops) -> str:
 
 def generation_config(temperature, top_p, max_tokens, seed, stop_text, where: str = "") -> GenerationConfig:
     """Check the fields (a clear message names the one to fix) and build the config."""
-    temperature = _number(temperature, f"{where}temperature")
-    top_p = _number(top_p, f"{where}top-p")
-    max_tokens = _number(max_tokens, f"{where}max tokens")
-    seed = _number(seed, f"{where}seed")
-    if not 0.0 <= temperature <= MAX_TEMPERATURE:
-        raise UsageError(f"{where}temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, not {temperature:g}")
-    if not 0.0 < top_p <= 1.0:
-        raise UsageError(f"{where}top-p must be above 0 and at most 1, not {top_p:g}")
-    if max_tokens != int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS:
-        raise UsageError(f"{where}max tokens must be a whole number from 1 to {MAX_TOKENS}, not {max_tokens:g}")
-    if seed != int(seed) or seed < 0:
-        raise UsageError(f"{where}seed must be a whole number, 0 or more, not {seed:g}")
-    return GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
-                            stop=parse_stops(stop_text), seed=int(seed))
+    problem = next((p for p in field_problems(temperature, top_p, max_tokens, seed, where) if p), None)
+    if problem:
+        raise UsageError(problem)
+    return GenerationConfig(max_new_tokens=int(float(max_tokens)), temperature=float(temperature),
+                            top_p=float(top_p), stop=parse_stops(stop_text), seed=int(float(seed)))
+
+
+def field_problems(temperature, top_p, max_tokens, seed, where: str = "") -> list[str | None]:
+    """For each of temperature, top-p, max tokens and seed: what is wrong with it, or None."""
+    return [_check(temperature, f"{where}temperature", lambda t: 0.0 <= t <= MAX_TEMPERATURE,
+                   f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}"),
+            _check(top_p, f"{where}top-p", lambda p: 0.0 < p <= 1.0, "must be above 0 and at most 1"),
+            _check(max_tokens, f"{where}max tokens", lambda n: n == int(n) and 1 <= n <= MAX_TOKENS,
+                   f"must be a whole number from 1 to {MAX_TOKENS}"),
+            _check(seed, f"{where}seed", lambda s: s == int(s) and s >= 0, "must be a whole number, 0 or more")]
+
+
+def _check(value, name: str, valid, rule: str) -> str | None:
+    try:
+        number = _number(value, name)
+    except UsageError as e:
+        return str(e)
+    return None if valid(number) else f"{name} {rule}, not {number:g}"
 
 
 def _number(value, name: str) -> float:
