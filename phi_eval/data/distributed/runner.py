@@ -63,6 +63,25 @@ def prepare_out(out: Path, stages: list[tuple[str, dict]], tasks: int) -> None:
                             "stage_names": [name for name, _ in stages]})
 
 
+def check_endpoints(stages: list[tuple[str, dict]]) -> None:
+    """A served model that cannot be reached fails now, in one line, not after every task's retries."""
+    import urllib.error
+    import urllib.request
+
+    for i, (name, settings) in enumerate(stages):
+        url = settings.get("base_url") if (name == "synthesize" or settings.get("annotator") == "llm") else None
+        if not url:
+            continue
+        try:
+            urllib.request.urlopen(url.rstrip("/") + "/models", timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # it answered (401, 404...): reachable; the stage reports what it says
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise UsageError(f"data.stages[{i}].base_url {url} is unreachable ({reason}); start the server "
+                             "(e.g. `phi-eval serve MODEL --port P`) or fix base_url, then rerun") from None
+
+
 def make_executor(kind: str, phase: Phase, logs: Path, workers: int, slurm: dict, depends=None):
     pipeline = [*phase.pipeline, Guard(logs / "errors")]
     if kind == "local":
@@ -74,8 +93,10 @@ def make_executor(kind: str, phase: Phase, logs: Path, workers: int, slurm: dict
     if kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
-        return RayPipelineExecutor(pipeline, tasks=phase.tasks, workers=min(workers, phase.tasks),
-                                   logging_dir=str(logs), cpus_per_task=1, mem_per_cpu_gb=slurm["mem_per_cpu_gb"])
+        workers = min(workers, phase.tasks)  # one actor per worker runs its share of the tasks: an actor
+        return RayPipelineExecutor(pipeline, tasks=phase.tasks, workers=workers,  # is a new process
+                                   tasks_per_job=-(-phase.tasks // workers), logging_dir=str(logs), cpus_per_task=1,
+                                   mem_per_cpu_gb=slurm["mem_per_cpu_gb"])
     from datatrove.executor.slurm import SlurmPipelineExecutor
 
     return SlurmPipelineExecutor(pipeline, tasks=phase.tasks, time=slurm["time"], partition=slurm["partition"],
@@ -94,6 +115,8 @@ def failed(phase: Phase, logs: Path, incomplete: list[int], error: BaseException
 
 
 def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -> None:
+    if kind == "ray" and phase.tasks == 1:  # a global step reads small side files: the driver runs it, sparing
+        kind = "local"                      # a Ray actor's start (a new process) per step
     logs = out / "logs" / phase.name
     shutil.rmtree(logs / "errors", ignore_errors=True)
     executor = make_executor(kind, phase, logs, workers, options)
@@ -118,6 +141,7 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
     check(resolved)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    check_endpoints(resolved)
     prepare_out(out, resolved, tasks)
     phases, _ = plan(resolved, out, tasks)
     quiet_console()
