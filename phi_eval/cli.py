@@ -184,6 +184,9 @@ def add_contamination_parsers(commands) -> None:
     from phi_eval.data.pipeline import add_parsers as add_data_stage_parsers
 
     add_data_stage_parsers(data_commands)  # source, annotate, classify, filter, synthesize, dedup
+    from phi_eval.data.distributed.command import add_parser as add_data_run_parser
+
+    add_data_run_parser(data_commands)  # data run RECIPE: all stages on datatrove
 
 
 def cmd_zoo(args) -> None:
@@ -343,6 +346,10 @@ def cmd_index(args) -> None:
 
 
 def cmd_data(args) -> None:
+    if args.data_command == "run":
+        from phi_eval.data.distributed.command import run_command as run_data_pipeline
+
+        return run_data_pipeline(args)
     writable_files(("--out", args.out), ("--manifest", getattr(args, "manifest", None)))
     if args.data_command != "decontaminate":
         from phi_eval.data.pipeline import run_command

@@ -40,6 +40,14 @@ def shingles(text: str, size: int) -> set[bytes]:
     return {" ".join(tokens[i:i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)}
 
 
+def minhash_of(text: str, settings: dict):
+    from datasketch import MinHash
+
+    minhash = MinHash(num_perm=settings["num_perm"])
+    minhash.update_batch(list(shingles(text, settings["shingle_size"])))
+    return minhash
+
+
 class Deduplicator:
     """Feed documents in order; `keep(document)` says whether it is new and records why not."""
 
@@ -53,19 +61,17 @@ class Deduplicator:
         self.counts = {"read": 0, "kept": 0, "exact_duplicates": 0, "near_duplicates": 0}
         self.examples: list[dict] = []
 
-    def keep(self, document: dict) -> bool:
-        from datasketch import MinHash
-
+    def keep(self, document: dict, minhash=None, digest: str | None = None) -> bool:
+        """`minhash`, `digest`: the text's `minhash_of` and `normalised_hash`, when computed elsewhere."""
         self.counts["read"] += 1
         key = f"{self.counts['read'] - 1}:{document.get('id', '')}"
         text = document["text"]
         if self.settings["exact"]:
-            digest = normalised_hash(text)
+            digest = digest or normalised_hash(text)
             if digest in self.hashes:
                 return self._drop("exact_duplicates", document, self.hashes[digest], 1.0)
         if self.settings["near"]:
-            minhash = MinHash(num_perm=self.settings["num_perm"])
-            minhash.update_batch(list(shingles(text, self.settings["shingle_size"])))
+            minhash = minhash if minhash is not None else minhash_of(text, self.settings)
             best = max(((self.minhashes[c].jaccard(minhash), c) for c in self.lsh.query(minhash)), default=None)
             if best is not None and best[0] >= self.settings["threshold"]:
                 return self._drop("near_duplicates", document, best[1].split(":", 1)[1], best[0])

@@ -44,6 +44,9 @@ synthesize
   + the endpoint settings below (model is required)
 dedup
   exact [true], near [true], threshold (Jaccard, (0, 1]) [0.8], num_perm [128], shingle_size [5]
+decontaminate
+  tasks [humaneval, mbpp, gsm8k, commonsense], data_dir (benchmark files) [none], n [10],
+  threshold (similarity confirming an n-gram hit, (0, 1]) [0.5]
 endpoint settings (annotate, synthesize)
   model           the endpoint's model name                                  (required for LLM)
   base_url        OpenAI-compatible URL ending in /v1, e.g. `phi-eval serve`'s    [OpenAI's]
@@ -60,7 +63,7 @@ import json
 import sys
 from pathlib import Path
 
-from phi_eval.data import annotate, classify, dedup, filter as filter_stage, source, synthesize
+from phi_eval.data import annotate, classify, decontaminate, dedup, filter as filter_stage, source, synthesize
 from phi_eval.data.stage import Field, label, manifest_path, validate
 from phi_eval.errors import UsageError
 
@@ -71,8 +74,9 @@ STAGES = {
     "filter": (filter_stage.FIELDS, "keep the top fraction by score"),
     "synthesize": (synthesize.FIELDS, "LLM-written textbook sections or exercises"),
     "dedup": (dedup.FIELDS, "drop exact and MinHash near duplicates"),
+    "decontaminate": (decontaminate.FIELDS, "drop documents containing a benchmark item (n-grams, then similarity)"),
 }
-NEEDS_INPUT = {"annotate", "classify", "filter", "dedup"}
+NEEDS_INPUT = {"annotate", "classify", "filter", "dedup", "decontaminate"}
 
 
 def check_stage(name: str, settings: dict, where: str) -> dict:
@@ -112,7 +116,8 @@ def run_one(name: str, settings: dict, input_path: Path | None, output: Path, sh
     if name == "source":
         return source.run_source(settings, output, show_progress=show_progress)
     runner = {"annotate": annotate.run_annotate, "classify": classify.run_classify, "filter": filter_stage.run_filter,
-              "synthesize": synthesize.run_synthesize, "dedup": dedup.run_dedup}[name]
+              "synthesize": synthesize.run_synthesize, "dedup": dedup.run_dedup,
+              "decontaminate": decontaminate.run_decontaminate}[name]
     return runner(settings, input_path, output, show_progress=show_progress)
 
 
@@ -144,6 +149,8 @@ def summary_line(name: str, manifest: dict) -> str:
 def add_parsers(commands) -> None:
     """`phi-eval data STAGE ...` beside `data decontaminate`; flags generated from the stages' fields."""
     for name, (fields, description) in STAGES.items():
+        if name == "decontaminate":  # `data decontaminate` is the contamination package's command (drop or mask)
+            continue
         parser = commands.add_parser(name, help=description, description=f"{description}. Settings: see "
                                      "phi_eval/data/pipeline.py or the README.")
         if name == "source":

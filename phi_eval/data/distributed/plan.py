@@ -1,0 +1,103 @@
+"""A recipe's `data.stages` as a list of datatrove phases, each one executor run.
+
+Stage i (NN = i, two digits) writes its documents to OUT/NN-STAGE/NNNNN.jsonl (one shard per
+task), its side files and decisions to OUT/work/NN-STAGE/, and each of its phases logs, stats
+and completion markers to OUT/logs/NN-STAGE-PHASE/. Per stage:
+
+    source         one phase: the input files dealt to the tasks
+    annotate       heuristic: one phase (sampled: hashes -> global sample cut -> grade);
+                   llm: run whole (one task: its request loop resumes itself)
+    classify       run whole (one forest over the corpus)
+    filter         scores -> global cut -> keep
+    synthesize     run whole (one task)
+    dedup          signatures -> decide (in key order) -> drop
+    decontaminate  one phase (n-gram candidates confirmed by similarity)
+and a last phase merges the final corpus into OUT/corpus.jsonl, sorted by (id, text hash).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from phi_eval.data.distributed import blocks, reduce
+from phi_eval.data.distributed.shards import ShardReader, shard_writer, write_json
+from phi_eval.data.stage import label
+
+WHOLE = {"classify", "synthesize"}
+
+
+@dataclass
+class Phase:
+    name: str  # NN-STAGE-PHASE, its logging folder's name
+    tasks: int
+    pipeline: list
+
+
+def check(stages: list[tuple[str, dict]]) -> None:
+    """What a split run cannot do the way a single process does."""
+    from phi_eval.errors import UsageError
+
+    for i, (name, settings) in enumerate(stages):
+        for cap in ("max_docs", "max_bytes"):
+            if name == "source" and settings.get(cap) is not None:
+                raise UsageError(f"{label(f'data.stages[{i}]', cap)}: not supported by `phi-eval data run` (a cap "
+                                 "on the total depends on how the inputs are split); limit the inputs instead")
+
+
+def plan(stages: list[tuple[str, dict]], out: Path, tasks: int) -> tuple[list[Phase], dict]:
+    """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json)."""
+    phases, summary, previous = [], {"tasks": tasks, "stages": []}, None
+    for i, (name, settings) in enumerate(stages):
+        tag = f"{i:02d}-{name}"
+        output, work = out / tag, out / "work" / tag
+        fix = f"remove {output} and {out / 'logs'}/{tag}-* to recompute that stage, or use a new --out"
+        mine = stage_phases(name, settings, previous, output, work, tasks, fix)
+        phases += [Phase(f"{tag}-{phase}", n, pipeline) for phase, n, pipeline in mine]
+        summary["stages"].append({"stage": name, "output": str(output),
+                                  "reports": {r: str(work / f"{r}.json") for r in REPORTS.get(name, ())},
+                                  "logs": {f"{tag}-{p}": str(out / "logs" / f"{tag}-{p}") for p, _, _ in mine}})
+        previous = output
+    phases.append(Phase(f"{len(stages):02d}-merge", 1, [reduce.MergeCorpus(previous, out, summary)]))
+    return phases, summary
+
+
+REPORTS = {"annotate": ("sample-cut",), "filter": ("cut",), "dedup": ("report",), "classify": ("report",),
+           "synthesize": ("report",)}
+
+
+def stage_phases(name: str, settings: dict, previous: Path | None, output: Path, work: Path, tasks: int,
+                 fix: str) -> list[tuple[str, int, list]]:
+    def read():
+        return ShardReader(previous, fix)
+
+    if name == "source":
+        return [("read", tasks, [blocks.SourceFiles(settings), shard_writer(output)])]
+    if name in WHOLE or (name == "annotate" and settings["annotator"] == "llm"):
+        return [("whole", 1, [reduce.WholeStage(name, settings, previous, output, work, tasks)])]
+    if name == "annotate":
+        sampled = settings["sample_size"] is not None or settings["sample_fraction"] is not None
+        grade = ("grade", tasks, [read(), blocks.Annotate(settings, work / "sample-cut.json" if sampled else None),
+                                  shard_writer(output)])
+        if not sampled:
+            return [grade]
+        return [("sample", tasks, [read(), blocks.CollectSampleHashes(settings["seed"], work / "sample")]),
+                ("sample-cut", 1, [reduce.SampleCut(settings, work / "sample", work / "sample-cut.json")]), grade]
+    if name == "filter":
+        field = settings["score_field"]
+        return [("scores", tasks, [read(), blocks.CollectScores(field, work / "scores")]),
+                ("cut", 1, [reduce.FilterCut(settings, work / "scores", work / "cut.json")]),
+                ("keep", tasks, [read(), blocks.ApplyCut(field, work / "cut.json"), shard_writer(output)])]
+    if name == "dedup":
+        return [("signatures", tasks, [read(), blocks.Signatures(settings, work / "signatures")]),
+                ("decide", 1, [reduce.DedupDecide(settings, work / "signatures", work / "drops.json",
+                                                  work / "report.json")]),
+                ("drop", tasks, [read(), blocks.DropKeys(work / "drops.json"), shard_writer(output)])]
+    if name == "decontaminate":
+        items = work / "benchmarks.json"
+        if not items.is_file():  # loaded once, here: every task then reads one small file
+            from phi_eval.data.decontaminate import load_benchmarks
+
+            write_json(items, load_benchmarks(settings))
+        return [("check", tasks, [read(), blocks.Decontaminate(settings, items, work / "dropped"),
+                                  shard_writer(output)])]
+    raise AssertionError(f"no phases for stage {name}")

@@ -1,0 +1,201 @@
+"""The global steps between map phases, each a one-task datatrove block (so Slurm runs them too).
+
+They read the small side files every task of the previous phase wrote and decide for the whole
+corpus, in the order of the documents' keys (id, text hash), so that the decision does not
+depend on how the corpus was split: the annotation sample, the filter's cut at the global
+quantile (phi-1's "top 20%" of everything, not of each shard), the dedup's survivors. Stages
+without a per-document form (classify: one forest; synthesize and LLM annotation: their own
+resumable request loops) run whole on the merged corpus and deal their output back to shards.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from datatrove.data import DocumentsPipeline
+
+from phi_eval.data.distributed.blocks import Block
+from phi_eval.data.distributed.shards import (bucket, key, read_shards, read_side_files, record, shard_files,
+                                             text_hash, write_json)
+from phi_eval.errors import UsageError
+
+FIX = "delete that stage's folder (or pass a new --out) and rerun"
+
+
+class SampleCut(Block):
+    """The annotation sample: the `sample_size` (or fraction) documents with the lowest seeded hashes."""
+
+    name = "annotate: sample cut"
+
+    def __init__(self, settings: dict, side_dir: Path, cut_file: Path):
+        super().__init__()
+        self.settings, self.side_dir, self.cut_file = settings, Path(side_dir), Path(cut_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        hashes = sorted(read_side_files(self.side_dir))
+        count = len(hashes)
+        if self.settings["sample_size"] is not None:
+            count = min(count, self.settings["sample_size"])
+        elif self.settings["sample_fraction"] is not None:
+            count = round(count * self.settings["sample_fraction"])
+        write_json(self.cut_file, {"documents": len(hashes), "sampled": count,
+                                   "last_hash": hashes[count - 1] if count else None})
+        yield from ()
+
+
+class FilterCut(Block):
+    """The filter's global cut: rank every scored document by (-score, key), keep the top fraction."""
+
+    name = "filter: global cut"
+
+    def __init__(self, settings: dict, side_dir: Path, cut_file: Path):
+        super().__init__()
+        self.settings, self.side_dir, self.cut_file = settings, Path(side_dir), Path(cut_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        rows = list(read_side_files(self.side_dir))
+        ranked = sorted([-score, doc_id, digest] for score, doc_id, digest, _ in rows if score is not None)
+        field = self.settings["score_field"]
+        if not ranked:
+            raise UsageError(f"no document has a numeric {field!r}; run classify (or annotate) first, or set "
+                             "score_field")
+        keep = ranked[:math.ceil(self.settings["keep_fraction"] * len(ranked))]
+        if self.settings["min_score"] is not None:
+            keep = [k for k in keep if -k[0] >= self.settings["min_score"]]
+        kept = {tuple(k[1:]) for k in keep}
+        total_bytes = sum(size for *_, size in rows)
+        kept_bytes = sum(size for _, doc_id, digest, size in rows if (doc_id, digest) in kept)
+        write_json(self.cut_file, {
+            "last_kept": keep[-1] if keep else None, "threshold": -keep[-1][0] if keep else None,
+            "counts": {"read": len(rows), "scored": len(ranked), "unscored": len(rows) - len(ranked),
+                       "kept": len(keep), "dropped": len(rows) - len(keep)},
+            "kept_fraction_of_scored": round(len(keep) / len(ranked), 6),
+            "kept_fraction_of_bytes": round(kept_bytes / total_bytes, 6) if total_bytes else None})
+        yield from ()
+
+
+class DedupDecide(Block):
+    """Dedup over the whole corpus in key order, from the signatures the tasks computed."""
+
+    name = "dedup: decide"
+
+    def __init__(self, settings: dict, side_dir: Path, drops_file: Path, report_file: Path):
+        super().__init__()
+        self.settings, self.side_dir = settings, Path(side_dir)
+        self.drops_file, self.report_file = Path(drops_file), Path(report_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datasketch import MinHash
+
+        from phi_eval.data.dedup import Deduplicator
+
+        rows, signatures = [], []
+        for path in sorted(self.side_dir.glob("*.jsonl")):
+            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            if self.settings["near"]:
+                signatures.append(np.load(path.with_suffix(".npy")))
+        matrix = np.concatenate(signatures) if signatures else None
+        template = MinHash(num_perm=self.settings["num_perm"])  # datasketch 2 asks for the hash scheme used
+        scheme = {"scheme": template.scheme} if hasattr(template, "scheme") else {}
+        dedup, drops = Deduplicator(self.settings), []
+        for i in sorted(range(len(rows)), key=lambda i: rows[i][:2]):
+            doc_id, digest, normalised = rows[i]
+            minhash = MinHash(num_perm=self.settings["num_perm"], hashvalues=matrix[i], **scheme) if matrix is not None else None
+            if not dedup.keep({"id": doc_id, "text": ""}, minhash=minhash, digest=normalised):
+                drops.append([doc_id, digest])
+        write_json(self.report_file, dedup.report())
+        write_json(self.drops_file, {"drop": drops})
+        yield from ()
+
+
+class WholeStage(Block):
+    """A stage run whole by its single-process function on the merged corpus (sorted by key), its
+    output dealt to `tasks` shards by key; the stage's own manifest and resume apply."""
+
+    def __init__(self, stage: str, settings: dict, input_dir: Path | None, output_dir: Path, work_dir: Path,
+                 tasks: int):
+        super().__init__()
+        self.name = f"{stage} (whole corpus, one task)"
+        self.stage, self.settings, self.tasks = stage, settings, tasks
+        self.input_dir, self.output_dir, self.work_dir = input_dir, Path(output_dir), Path(work_dir)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.data.pipeline import run_one
+
+        merged = None
+        if self.input_dir is not None:
+            merged = self.work_dir / "input.jsonl"
+            write_sorted(self.input_dir, merged)
+        output = self.work_dir / "output.jsonl"
+        manifest = run_one(self.stage, self.settings, merged, output, show_progress=False)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        files = [open(self.output_dir / f"{r:05d}.jsonl.writing", "w", encoding="utf-8") for r in range(self.tasks)]
+        with open(output, encoding="utf-8") as f:
+            for line in f:
+                document = json.loads(line)
+                files[bucket((str(document.get("id", "")), text_hash(document["text"])), self.tasks)].write(line)
+                self.stat_update("documents")
+        for r, handle in enumerate(files):
+            handle.close()
+            Path(handle.name).replace(self.output_dir / f"{r:05d}.jsonl")
+        write_json(self.work_dir / "report.json", {k: v for k, v in manifest.items() if k != "skipped"})
+        yield from ()
+
+
+def write_sorted(folder: Path, output: Path) -> tuple[int, str]:
+    """All shards of `folder` as one JSONL sorted by key; (documents, sha256)."""
+    import hashlib
+
+    documents = sorted(read_shards(folder, FIX), key=key)
+    digest = hashlib.sha256()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".writing")
+    with open(partial, "wb") as f:
+        for document in documents:
+            line = (json.dumps(record(document), ensure_ascii=False) + "\n").encode("utf-8")
+            digest.update(line)
+            f.write(line)
+    partial.replace(output)
+    return len(documents), digest.hexdigest()
+
+
+class MergeCorpus(Block):
+    """The last phase: the final corpus as one JSONL sorted by key, and OUT/pipeline.json."""
+
+    name = "merge corpus"
+
+    def __init__(self, last_dir: Path, out: Path, summary: dict):
+        super().__init__()
+        self.last_dir, self.out, self.summary = Path(last_dir), Path(out), summary
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        corpus = self.out / "corpus.jsonl"
+        documents, sha256 = write_sorted(self.last_dir, corpus)
+        stages = []
+        for stage in self.summary["stages"]:
+            shards = shard_files(stage["output"])
+            reports = {name: json.loads(Path(path).read_text()) for name, path in stage["reports"].items()
+                       if Path(path).is_file()}
+            stages.append({**stage, "shards": len(shards), "documents": sum(count_lines(p) for p in shards),
+                           "reports": reports, "stats": {p: phase_stats(Path(d)) for p, d in stage["logs"].items()}})
+        write_json(self.out / "pipeline.json", {**self.summary, "stages": stages,
+                                                "corpus": {"path": str(corpus), "documents": documents,
+                                                           "sha256": sha256, "order": "sorted by (id, text hash)"}})
+        yield from ()
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def phase_stats(logs: Path) -> list:
+    """datatrove's per-block stats of a phase, summed over its tasks."""
+    from datatrove.utils.stats import PipelineStats
+
+    total = PipelineStats()
+    for path in sorted((logs / "stats").glob("*.json")):
+        total += PipelineStats.from_json(json.loads(path.read_text()))
+    return json.loads(total.to_json())
