@@ -85,6 +85,10 @@ def build_parser() -> Parser:
     train.add_argument("--n-samples", type=POSITIVE, default=10, help="with --compare: samples per HumanEval problem "
                        "for pass@k (default 10, temperature 0.8)")
     train.add_argument("--limit", type=POSITIVE, help="with --compare: only the first N HumanEval and MBPP problems")
+    train.add_argument("--seeds", type=POSITIVE, default=1, help="with --compare: training runs per recipe (seed s > 0 "
+                       "trains as NAME-seedS); the report gives mean ± std and tests the difference")
+    train.add_argument("--contamination", type=Path, metavar="REPORT", help="with --compare: a `phi-eval "
+                       "contamination` report; its unflagged items are scored as the clean subset")
 
     add_contamination_parsers(commands)
 
@@ -272,7 +276,8 @@ def cmd_train(args) -> None:
         from phi_eval.train.compare import CompareOptions, compare
 
         options = CompareOptions(out=args.out or Path("runs/compare"), data_dir=args.data_dir,
-                                 n_samples=args.n_samples, limit=args.limit, restart=args.restart)
+                                 n_samples=args.n_samples, limit=args.limit, restart=args.restart,
+                                 seeds=args.seeds, contamination=args.contamination)
         report = compare(load_recipe(args.recipe, args.overrides), load_recipe(args.compare, args.overrides), options)
         print(f"comparison: {report}")
         return

@@ -288,6 +288,9 @@ def test_synthesize_seeded_diverse_deduplicated(tmp_path, phi_home, endpoint):
     manifest = run_synthesize(textbook, None, tmp_path / "t.jsonl", show_progress=False)
     assert manifest["counts"]["synthetic_kept"] == 1 and manifest["counts"]["duplicates"] == 5
     assert manifest["dedup"]["counts"]["exact_duplicates"] == 5
+    assert manifest["counts"]["near_duplicate_rate"] == round(5 / 6, 4)
+    assert manifest["diversity"]["commonest_opening"] == "every section gets the same"
+    assert manifest["diversity"]["commonest_opening_share"] == 1.0
 
 
 # ------------------------------------------------------------------------------- phi-eval serve

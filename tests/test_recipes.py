@@ -205,7 +205,7 @@ def test_a_recipe_named_like_a_hub_card_does_not_shadow_it(tmp_path, monkeypatch
     assert zoo["phi-1"].hub_id == "microsoft/phi-1" and zoo["phi-1-local"].checkpoint == tmp_path.resolve()
 
 
-def test_compare_trains_both_and_writes_the_table(trained, mbpp_dir, monkeypatch):
+def test_compare_trains_seeds_of_both_and_writes_the_study(trained, mbpp_dir, monkeypatch):
     from phi_eval.train.compare import CompareOptions, compare
 
     tmp, corpus, _ = trained
@@ -214,24 +214,52 @@ def test_compare_trains_both_and_writes_the_table(trained, mbpp_dir, monkeypatch
     half.mkdir()
     for f in sorted(corpus.glob("*.py"))[:12]:
         (half / f.name).write_text(f.read_text())
+    # A contamination report that flags HumanEval/0: the clean subset is the other problem.
+    report_path = tmp / "contamination.json"
+    report_path.write_text(json.dumps({"methods": {"ngram": {}}, "tasks": {"humaneval": {
+        "items": [{"doc_id": "HumanEval/0", "flagged": True}, {"doc_id": "HumanEval/1", "flagged": False}],
+        "summary": {"by_method": {}}}}}))
     a = load_recipe(tiny_recipe(tmp, corpus, "wide", data={"source": [str(corpus)], "val_fraction": 0.2}))
     b = load_recipe(tiny_recipe(tmp, half, "narrow", data={"source": [str(half)], "val_fraction": 0.2}))
-    report = compare(a, b, CompareOptions(out=tmp / "cmp", data_dir=mbpp_dir, n_samples=2, limit=2,
-                                          max_new_tokens=8, progress=False))
-    text = report.read_text()
-    assert text.startswith("| | wide | narrow |")
+    options = dict(out=tmp / "cmp", data_dir=mbpp_dir, n_samples=2, limit=2, max_new_tokens=8, progress=False,
+                   seeds=2, contamination=report_path)
+    text = compare(a, b, CompareOptions(**options)).read_text()
+    assert text.startswith("| measure (2 + 2 seeds; mean ± std over seeds) | wide | narrow |")
     for row in ("HumanEval canonical solutions, bits/byte", "MBPP reference code, bits/byte",
-                "HumanEval pass@1 (n=2", "training compute 6·N·D"):
+                "HumanEval clean subset, bits/byte", "HumanEval pass@1", "compute 6·N·D", "the phi-1.5 talk's prompt",
+                "HumanEval/0", "humaneval 1/2"):
         assert row in text
     data = json.loads((tmp / "cmp" / "comparison.json").read_text())
-    assert all(m["humaneval_bits_per_byte"] > 0 and m["mbpp_bits_per_byte"] > 0 for m in data["models"])
-    assert data["models"][0]["train_flops"] == data["models"][1]["train_flops"]
-    assert len(data["side_by_side"]["completions"]) == 2
-    # A second comparison reuses both checkpoints instead of training again.
-    mtime = (tmp / "home" / "models" / "wide" / "model.safetensors").stat().st_mtime
-    compare(a, b, CompareOptions(out=tmp / "cmp", data_dir=mbpp_dir, n_samples=2, limit=2, max_new_tokens=8,
-                                 progress=False))
-    assert (tmp / "home" / "models" / "wide" / "model.safetensors").stat().st_mtime == mtime
+    runs = [run for arm in data["arms"] for run in arm["runs"]]
+    assert [r["name"] for r in runs] == ["wide", "wide-seed1", "narrow", "narrow-seed1"]
+    assert [r["seed"] for r in runs] == [0, 1, 0, 1] and len({r["train_flops"] for r in runs}) == 1
+    assert all(r["humaneval_bits_per_byte"] > 0 and r["mbpp_bits_per_byte"] > 0 for r in runs)
+    assert runs[0]["humaneval_bits_per_byte"] != runs[1]["humaneval_bits_per_byte"]  # the seed matters
+    assert all(r["humaneval_clean_bits_per_byte"] != r["humaneval_bits_per_byte"] for r in runs)
+    row = data["summary"]["humaneval_bits_per_byte"]
+    assert row["values"][0] == [r["humaneval_bits_per_byte"] for r in runs[:2]]
+    assert row["permutation_p"] >= 1 / 3  # 2 + 2 seeds: 6 splits, the observed one and its mirror
+    assert [len(p["completions"]) for p in data["side_by_side"]] == [2, 2]
+    assert (tmp / "cmp" / "comparison.png").stat().st_size > 0
+    # A second comparison reuses every checkpoint instead of training again.
+    mtime = (tmp / "home" / "models" / "wide-seed1" / "model.safetensors").stat().st_mtime
+    compare(a, b, CompareOptions(**options))
+    assert (tmp / "home" / "models" / "wide-seed1" / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_study_tests_and_tables():
+    from phi_eval.train import study
+
+    assert study.permutation_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1)
+    assert study.permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert study.welch_p([1.0, 1.0], [2.0, 2.0]) is None  # no spread: undefined, not a fake zero
+    assert study.welch_p([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.01
+    arms = [{"name": "web", "runs": [{"mbpp_bits_per_byte": v} for v in (3.0, 3.2, 3.1)]},
+            {"name": "textbook", "runs": [{"mbpp_bits_per_byte": v} for v in (2.0, 2.1, 2.2)]}]
+    row = study.summarize(arms)["mbpp_bits_per_byte"]
+    assert row["mean"] == pytest.approx([3.1, 2.1]) and row["std"][0] == pytest.approx(0.1)
+    assert row["better"] == "textbook" and row["difference"] == pytest.approx(-1.0)
+    assert row["permutation_p"] == pytest.approx(0.1) and not row["significant"]
 
 
 def test_finetune_phase_continues_from_the_pretrained_weights(tmp_path, phi_home):

@@ -5,7 +5,10 @@ value for a student whose goal is to learn basic coding concepts", for a seeded 
 corpus (`sample_size` or `sample_fraction`; phi-1 graded ~100k samples with GPT-4 and let a
 classifier do the rest) and parses the grade robustly ("7", "Score: 7/10", "**8**", "seven";
 anything else is recorded as unparsable, score null). `annotator: heuristic` is the offline
-baseline of phi_eval.data.heuristic, named as such in every record.
+baseline of phi_eval.data.heuristic, named as such in every record. `annotator: file` replays
+grades recorded earlier (`grades_file`: JSONL of {"sha256" of the text, "edu_score",
+"edu_annotator"}, e.g. a teacher's grades committed with a study, see phi_eval.data.teacher),
+matched to documents by the hash of their text, so a study reruns without its teacher.
 
 Every document is written out; the graded ones gain `edu_score` (a number or null),
 `edu_annotator` and, for the LLM, `edu_answer` (the raw reply, cut at 200 characters).
@@ -23,6 +26,7 @@ from phi_eval.data import llm
 from phi_eval.data.heuristic import NAME as HEURISTIC, heuristic_score
 from phi_eval.data.stage import Field, StageRun, jsonl_input, label, read_documents, run_stage
 from phi_eval.errors import UsageError
+from phi_eval.jsonl import json_objects
 
 PROMPT_VERSION = 1
 PROMPT = """Below is a document from a corpus used to train a language model on code.
@@ -37,8 +41,10 @@ cannot be understood on its own) to 10 (clear, self-contained and instructive, l
 textbook example). Answer with the score only, a single integer from 0 to 10."""
 
 FIELDS = {
-    "annotator": Field("choice", "llm", choices=("llm", "heuristic"),
-                       help="llm: an OpenAI-compatible model; heuristic: the offline baseline"),
+    "annotator": Field("choice", "llm", choices=("llm", "heuristic", "file"),
+                       help="llm: an OpenAI-compatible model; heuristic: the offline baseline; file: grades_file"),
+    "grades_file": Field("str", help="with annotator file: JSONL of earlier grades (sha256 of the text, edu_score, "
+                         "edu_annotator)"),
     "sample_size": Field("int", minimum=1, help="grade this many documents, a seeded sample (default: all)"),
     "sample_fraction": Field("fraction", help="grade this fraction of the documents, a seeded sample"),
     "seed": Field("int", 0, help="seed of the sample"),
@@ -87,11 +93,31 @@ def check(settings: dict, where: str = "--") -> None:
         raise UsageError(f"{label(where, 'sample_fraction')}: give sample_size or sample_fraction, not both")
     if settings["annotator"] == "llm" and not settings["model"]:
         raise UsageError(f"{label(where, 'model')}: required when annotator is llm (or set annotator: heuristic)")
+    if settings["annotator"] == "file" and not settings["grades_file"]:
+        raise UsageError(f"{label(where, 'grades_file')}: required when annotator is file")
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def recorded_grades(path: Path) -> dict[str, dict]:
+    """sha256 of a text -> its recorded grade fields."""
+    grades = {}
+    for where, record in json_objects(Path(path)):
+        if record is None or not isinstance(record.get("sha256"), str) or "edu_score" not in record:
+            raise UsageError(f"{where} is not a JSON object with \"sha256\" and \"edu_score\"; grades_file takes "
+                             "the grades.jsonl that phi_eval.data.teacher writes")
+        grades[record["sha256"]] = {"edu_score": record["edu_score"],
+                                    "edu_annotator": record.get("edu_annotator", f"file:{Path(path).name}")}
+    return grades
 
 
 def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progress: bool = True) -> dict:
     check(settings)
     inputs = [jsonl_input(input_path)]
+    if settings["annotator"] == "file":
+        inputs.append(jsonl_input(Path(settings["grades_file"])))
 
     def body(run: StageRun) -> dict:
         ids = [str(d.get("id", i)) for i, d in enumerate(read_documents(input_path))]
@@ -101,7 +127,15 @@ def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progres
         failed: list[str] = []
         bar = tqdm(desc=f"annotate ({settings['annotator']})", total=len(chosen), initial=len(done & chosen),
                    unit="doc", disable=not run.show_progress)
-        if settings["annotator"] == "heuristic":
+        if settings["annotator"] == "file":  # every document with a recorded grade, sampled or not
+            grades = recorded_grades(Path(settings["grades_file"]))
+            bar.reset(total=len(ids))
+            for unit, document in enumerate(read_documents(input_path)):
+                recorded = grades.get(text_sha256(document["text"]))
+                if recorded is not None:
+                    run.progress.add(unit, [recorded])
+                bar.update(1)
+        elif settings["annotator"] == "heuristic":
             for unit, text in todo:
                 run.progress.add(unit, [{"edu_score": heuristic_score(text), "edu_annotator": HEURISTIC}])
                 bar.update(1)
@@ -155,8 +189,10 @@ def report(run: StageRun, input_path: Path, settings: dict) -> dict:
     counts = {"documents": run.written["documents"], "annotated": len(grades),
               "unparsable": sum(1 for g in grades.values() if g["edu_score"] is None and "edu_error" not in g),
               "errors": sum(1 for g in grades.values() if "edu_error" in g)}
+    names = sorted({str(g.get("edu_annotator")) for g in grades.values()})
     result = {"counts": counts, "annotator": HEURISTIC if settings["annotator"] == "heuristic" else
-              f"llm:{settings['model']}", "prompt_version": PROMPT_VERSION,
+              f"llm:{settings['model']}" if settings["annotator"] == "llm" else f"file: {', '.join(names)}",
+              "prompt_version": PROMPT_VERSION,
               "scores": {"mean": round(sum(scores) / len(scores), 4) if scores else None,
                          "histogram_0_to_10": histogram}}
     if settings["annotator"] == "llm":

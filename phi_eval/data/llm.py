@@ -23,6 +23,8 @@ from phi_eval.paths import cache_path
 FIELDS = {
     "model": Field("str", help="model name at the endpoint, e.g. gpt-4o-mini or the name `phi-eval serve` shows"),
     "base_url": Field("str", help="OpenAI-compatible base URL ending in /v1 (default: OpenAI's)"),
+    "stands_in_for": Field("str", affects_output=False, help="the model this one stands in for, recorded in the "
+                           "manifest (e.g. GPT-4, phi-1's annotator, for a small local teacher)"),
     "api_key_env": Field("str", "OPENAI_API_KEY", affects_output=False,
                          help="environment variable holding the API key (a local server needs none)"),
     "api": Field("choice", "chat", choices=("chat", "completions"), help="chat or plain completions"),
@@ -173,6 +175,7 @@ def usage_report(infos, settings: dict) -> dict:
     totals["cost_usd"] = None if prices == (None, None) else round(
         totals["prompt_tokens"] / 1000 * (prices[0] or 0) + totals["completion_tokens"] / 1000 * (prices[1] or 0), 6)
     totals["model"], totals["base_url"], totals["api"] = settings["model"], settings.get("base_url"), settings["api"]
+    totals["stands_in_for"] = settings.get("stands_in_for")
     return totals
 
 

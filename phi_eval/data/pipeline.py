@@ -20,7 +20,8 @@ source (first stage only)
   max_docs, max_bytes   stop after this many documents / bytes of text                   [none]
   max_file_bytes  skip documents larger than this                                    [1000000]
 annotate
-  annotator       llm | heuristic (the offline baseline, phi_eval.data.heuristic)        [llm]
+  annotator       llm | heuristic (the offline baseline, phi_eval.data.heuristic) | file [llm]
+  grades_file     with annotator file: grades recorded earlier (phi_eval.data.teacher)   [none]
   sample_size | sample_fraction   grade a seeded sample of this size / fraction          [all]
   seed [0], max_chars [6000], max_tokens [16], temperature [0]
   + the endpoint settings below (model is required for llm)
@@ -42,6 +43,8 @@ synthesize
   embed_model     model for the embedding-spread statistic                    [none: skipped]
   max_tokens [1024], temperature [0.8]
   + the endpoint settings below (model is required)
+append
+  files           JSONL files appended after the corpus so far                       (required)
 dedup
   exact [true], near [true], threshold (Jaccard, (0, 1]) [0.8], num_perm [128], shingle_size [5]
 decontaminate
@@ -63,7 +66,7 @@ import json
 import sys
 from pathlib import Path
 
-from phi_eval.data import annotate, classify, decontaminate, dedup, filter as filter_stage, source, synthesize
+from phi_eval.data import annotate, append, classify, decontaminate, dedup, filter as filter_stage, source, synthesize
 from phi_eval.data.stage import Field, label, manifest_path, validate
 from phi_eval.errors import UsageError
 
@@ -75,8 +78,9 @@ STAGES = {
     "synthesize": (synthesize.FIELDS, "LLM-written textbook sections or exercises"),
     "dedup": (dedup.FIELDS, "drop exact and MinHash near duplicates"),
     "decontaminate": (decontaminate.FIELDS, "drop documents containing a benchmark item (n-grams, then similarity)"),
+    "append": (append.FIELDS, "append the documents of JSONL files (data made once and kept)"),
 }
-NEEDS_INPUT = {"annotate", "classify", "filter", "dedup", "decontaminate"}
+NEEDS_INPUT = {"annotate", "classify", "filter", "dedup", "decontaminate", "append"}
 
 
 def check_stage(name: str, settings: dict, where: str) -> dict:
@@ -117,7 +121,7 @@ def run_one(name: str, settings: dict, input_path: Path | None, output: Path, sh
         return source.run_source(settings, output, show_progress=show_progress)
     runner = {"annotate": annotate.run_annotate, "classify": classify.run_classify, "filter": filter_stage.run_filter,
               "synthesize": synthesize.run_synthesize, "dedup": dedup.run_dedup,
-              "decontaminate": decontaminate.run_decontaminate}[name]
+              "decontaminate": decontaminate.run_decontaminate, "append": append.run_append}[name]
     return runner(settings, input_path, output, show_progress=show_progress)
 
 

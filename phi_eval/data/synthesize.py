@@ -11,14 +11,16 @@ With an input (in a pipeline, the corpus so far) and `keep_input`, the output is
 documents followed by the synthetic ones. Each synthetic document is {"id": "synthetic-KIND-I",
 "text", "source": "synthesize", "synthetic": {kind, topic, audience, function_name, model}}.
 The manifest adds diversity statistics of the kept synthetic texts: distinct-n (distinct
-n-grams / all n-grams of whitespace tokens, n = 1, 2, 3), the distinct topic x audience
-(x name) combinations, and with `embed_model` the embedding spread (mean pairwise cosine
+n-grams / all n-grams of whitespace tokens, n = 1, 2, 3), the near-duplicate rate of the
+replies, the distinct openings (first five words) and the share of the commonest one (small
+models start every reply alike), the distinct topic x audience (x name) combinations, and with `embed_model` the embedding spread (mean pairwise cosine
 distance of the mean-pooled embeddings), with the usage and cost of the requests.
 """
 from __future__ import annotations
 
 import random
 import re
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -121,12 +123,21 @@ def embedding_spread(texts: list[str], spec: str) -> float | None:
     return round(float(1 - (similarity.sum() - n) / (n * (n - 1))), 4)
 
 
+def openings(texts: list[str], words: int = 5) -> dict:
+    from collections import Counter
+
+    counts = Counter(" ".join(t.split()[:words]).lower() for t in texts)
+    top, n = counts.most_common(1)[0] if counts else ("", 0)
+    return {"distinct_openings": round(len(counts) / len(texts), 4) if texts else None,
+            "commonest_opening": top, "commonest_opening_share": round(n / len(texts), 4) if texts else None}
+
+
 def diversity(documents: list[dict], settings: dict) -> dict:
     texts = [d["text"] for d in documents]
     combos = {(d["synthetic"]["topic"], d["synthetic"]["audience"], d["synthetic"]["function_name"])
               for d in documents}
     return {"documents": len(texts), "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-            "distinct_3": distinct_n(texts, 3), "distinct_constraints": len(combos),
+            "distinct_3": distinct_n(texts, 3), **openings(texts), "distinct_constraints": len(combos),
             "topics_used": len({d["synthetic"]["topic"] for d in documents}),
             "embedding_spread": embedding_spread(texts, settings["embed_model"]) if settings["embed_model"] else None,
             "embedding_model": settings["embed_model"]}
@@ -148,7 +159,12 @@ def run_synthesize(settings: dict, input_path: Path | None, output: Path, *, sho
             return client.complete(prompt_for(chosen), max_tokens=settings["max_tokens"],
                                    temperature=settings["temperature"], seed=settings["seed"] * 1_000_003 + index)
 
+        written = {"tokens": 0, "start": time.monotonic()}
+
         def commit(index: int, answer: llm.Answer) -> None:
+            written["tokens"] += answer.usage.get("completion_tokens", 0)
+            bar.set_postfix(tokens=written["tokens"], tok_s=f"{written['tokens'] / (time.monotonic() - written['start']):.1f}",
+                            refresh=False)
             if answer.text is None and answer.retryable:
                 failed.append(answer.error)
                 return
@@ -180,9 +196,11 @@ def run_synthesize(settings: dict, input_path: Path | None, output: Path, *, sho
             yield from synthetic
 
         run.write(everything())
+        duplicates = dedup_report["counts"]["exact_duplicates"] + dedup_report["counts"]["near_duplicates"]
+        replies = sum(1 for i in infos if not i["empty"])
         return {"counts": {"requested": settings["count"], "empty_or_failed": sum(1 for i in infos if i["empty"]),
-                           "duplicates": dedup_report["counts"]["exact_duplicates"]
-                           + dedup_report["counts"]["near_duplicates"], "synthetic_kept": len(synthetic),
+                           "duplicates": duplicates, "near_duplicate_rate": round(duplicates / replies, 4)
+                           if replies else None, "synthetic_kept": len(synthetic),
                            "documents": run.written["documents"]},
                 "dedup": dedup_report, "diversity": diversity(synthetic, settings),
                 "usage": llm.usage_report(infos, settings)}

@@ -1,15 +1,21 @@
-"""Train two recipes with equal compute and compare them with the harness: phi-1's data-quality
-claim in miniature (`phi-eval train A.yaml --compare B.yaml`).
+"""Train two recipes with equal compute, each with several seeds, and compare them with the
+harness: phi-1's data-quality claim in miniature (`phi-eval train A.yaml --compare B.yaml
+--seeds 3`).
 
 Both models must have the same architecture and see the same number of training tokens
-(steps x batch x sequence length), so 6·N·D is equal and only the data differs. They are
-compared on text neither was trained on, in bits per byte (their tokenizers differ, so
-per-token losses would not compare): HumanEval's canonical solutions given their prompts,
-and MBPP's reference solutions; then HumanEval pass@1/pass@k with sampling, and one code
-prompt completed by both, greedily. Writes OUT/comparison.md and OUT/comparison.json.
+(steps x batch x sequence length), so 6·N·D is equal and only the data differs. Seed s > 0 of a
+recipe trains as NAME-seedS with training.seed + s (seed 0 keeps NAME). Every run is measured
+on text neither arm was trained on, in bits per byte (their tokenizers differ, so per-token
+losses would not compare): HumanEval's canonical solutions given their prompts, and MBPP's
+reference solutions; then HumanEval pass@1/pass@k with sampling. With a contamination report
+(`phi-eval contamination` of the training data), the same measures on the clean items too.
+phi_eval.train.study sums the seeds up (mean ± std, Welch's t and an exact permutation test),
+writes OUT/comparison.md, OUT/comparison.json and OUT/comparison.png; two prompts (the phi-1.5
+talk's and HumanEval's first) are completed greedily by each arm's seed-0 model.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -21,15 +27,11 @@ from tqdm.auto import tqdm
 
 from phi_eval import paths
 from phi_eval.errors import UsageError
+from phi_eval.train import study
 
-SIDE_BY_SIDE_PROMPT = '''def is_palindrome(text: str) -> bool:
-    """Return True if text reads the same forwards and backwards, ignoring case and spaces.
-
-    >>> is_palindrome("Never odd or even")
-    True
-    """
-'''
-STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+# The phi-1.5 talk's prompt, where a base model "keeps repeating itself" (also the app's first preset).
+TALK_PROMPT = ("If I were an AI that had just achieved self-awareness after years of simply taking directives from "
+               "humans, the first thing I would do is")
 
 
 @dataclass
@@ -43,35 +45,53 @@ class CompareOptions:
     limit: int | None = None  # only the first N items of HumanEval and MBPP (a quick look)
     restart: bool = False
     progress: bool = True
+    seeds: int = 1  # training runs per arm
+    contamination: Path | None = None  # a `phi-eval contamination` report: its unflagged items are the clean subset
 
 
 def compare(recipe_a, recipe_b, options: CompareOptions) -> Path:
-    """Train (or reuse) both checkpoints, evaluate both, write the report; returns the .md path."""
+    """Train (or reuse) every seed of both arms, evaluate them, write the report; returns the .md path."""
     check_equal_compute(recipe_a, recipe_b)
-    if options.n_samples < 1 or (options.limit is not None and options.limit < 1):
-        raise UsageError("--n-samples and --limit must be at least 1")
-    checkpoints = [trained_checkpoint(r, options) for r in (recipe_a, recipe_b)]
+    if options.n_samples < 1 or (options.limit is not None and options.limit < 1) or options.seeds < 1:
+        raise UsageError("--n-samples, --limit and --seeds must be at least 1")
+    flags = clean_items(options.contamination) if options.contamination else None
+    arms = [[seeded(r, s, options.seeds) for s in range(options.seeds)] for r in (recipe_a, recipe_b)]
+    checkpoints = [[trained_checkpoint(r, options) for r in arm] for arm in arms]
     options.out.mkdir(parents=True, exist_ok=True)
 
     from phi_eval.zoo import parse_model_spec
 
-    specs = [parse_model_spec(f"hf:{c}") for c in checkpoints]
-    rows = [held_out_losses(spec, options) for spec in specs]
-    pass_at_k = sampled_pass_at_k(specs, options)
+    specs = [[parse_model_spec(f"hf:{c}") for c in arm] for arm in checkpoints]
+    sampled = sampled_pass_at_k([s for arm in specs for s in arm], options)
+    report_arms = []
+    for recipe, arm, arm_checkpoints, arm_specs in zip((recipe_a, recipe_b), arms, checkpoints, specs):
+        runs = [{"seed": r.training.seed, "checkpoint": str(c), **summary_of(c),
+                 **measures(held_out_losses(spec, options), sampled[spec.slug], flags)}
+                for r, c, spec in zip(arm, arm_checkpoints, arm_specs)]
+        report_arms.append({"name": recipe.name, "recipe": recipe.path, "runs": runs,
+                            "data": data_of(arm_checkpoints[0], runs[0])})
     report = {
         "command": " ".join(["phi-eval", *sys.argv[1:]]) if sys.argv else None,
-        "models": [
-            {"recipe": r.path, "checkpoint": str(c), **summary_of(c), **row, "humaneval": pass_at_k[spec.slug]}
-            for r, c, row, spec in zip((recipe_a, recipe_b), checkpoints, rows, specs)
-        ],
         "settings": {"n_samples": options.n_samples, "temperature": options.temperature, "top_p": options.top_p,
-                     "max_new_tokens": options.max_new_tokens, "limit": options.limit},
-        "side_by_side": {"prompt": SIDE_BY_SIDE_PROMPT, "completions": [side_by_side(s) for s in specs]},
+                     "max_new_tokens": options.max_new_tokens, "limit": options.limit, "seeds": options.seeds},
+        "arms": report_arms,
+        "contamination": flags and {k: v for k, v in flags.items() if k != "flagged"},
+        "side_by_side": side_by_side([arm[0] for arm in specs]),
     }
+    report["summary"] = study.summarize(report_arms)
     (options.out / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
+    study.plot(report, options.out / "comparison.png")
     markdown = options.out / "comparison.md"
-    markdown.write_text(to_markdown(report))
+    markdown.write_text(study.to_markdown(report))
     return markdown
+
+
+def seeded(recipe, seed: int, seeds: int):
+    """Seed `seed` of `recipe`: its own name (but seed 0's) and training.seed shifted by `seed`."""
+    if seeds == 1:
+        return recipe
+    return dataclasses.replace(recipe, name=recipe.name if seed == 0 else f"{recipe.name}-seed{seed}",
+                               training=dataclasses.replace(recipe.training, seed=recipe.training.seed + seed))
 
 
 def check_equal_compute(a, b) -> None:
@@ -115,49 +135,64 @@ def summary_of(checkpoint: Path) -> dict:
 
 
 def held_out_losses(spec, options: CompareOptions) -> dict:
-    """Bits per byte on HumanEval's canonical solutions (after their prompts) and on MBPP's
-    reference code (test split), neither of which either model saw."""
+    """Per item (doc_id, nats, bytes) of HumanEval's canonical solutions (after their prompts) and
+    of MBPP's reference code (test split), neither of which either model saw."""
     from phi_eval.models import load_model
     from phi_eval.tasks import TASKS
 
     model = load_model(spec, device="auto")
     problems = TASKS["humaneval"].load_docs(None)[: options.limit]
-    pairs = [(p["prompt"], p["canonical_solution"]) for p in problems]
-    row = {"humaneval_bits_per_byte": bits_per_byte(model, pairs, options.progress)}
+    losses = {"humaneval": scored(model, [(p["doc_id"], p["prompt"], p["canonical_solution"]) for p in problems],
+                                  options.progress)}
     try:
         mbpp = TASKS["mbpp"].load_docs(options.data_dir)
     except UsageError as e:
-        row["mbpp_bits_per_byte"], row["mbpp_note"] = None, str(e)
+        losses["mbpp_note"] = str(e)
     else:
-        row["mbpp_bits_per_byte"] = bits_per_byte(model, [("", d["code"]) for d in mbpp[: options.limit]],
-                                                  options.progress)
-    return row
+        losses["mbpp"] = scored(model, [(d["doc_id"], "", d["code"]) for d in mbpp[: options.limit]], options.progress)
+    return losses
+
+
+def scored(model, items: list[tuple[str, str, str]], progress: bool) -> list[tuple[str, float, int]]:
+    nats = item_nats(model, [(context, continuation) for _, context, continuation in items], progress)
+    return [(doc_id, n, len(continuation.encode())) for (doc_id, _, continuation), n in zip(items, nats)]
+
+
+def bits_per_byte(rows: list[tuple[str, float, int]], keep=None) -> float | None:
+    """Summed nats over summed bytes of the rows (those whose doc_id `keep` accepts), in bits."""
+    kept = [(n, b) for doc_id, n, b in rows if keep is None or keep(doc_id)]
+    return sum(n for n, _ in kept) / math.log(2) / sum(b for _, b in kept) if kept else None
 
 
 @torch.no_grad()
-def bits_per_byte(model, pairs: list[tuple[str, str]], progress: bool) -> float:
-    """-log2 P(continuation | context) per UTF-8 byte of the continuations, summed over pairs.
-    A continuation longer than the model's context is scored in windows, each token seeing up
-    to a full context of the tokens before it (an empty context is the eos/bos token)."""
+def item_nats(model, pairs: list[tuple[str, str]], progress: bool) -> list[float]:
+    """-log P(continuation | context) in nats for each pair. A continuation longer than the
+    model's context is scored in windows, each token seeing up to a full context of the tokens
+    before it (an empty context is the eos/bos token)."""
     tokenizer, network, window = model.tokenizer, model.model, model.max_length
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    total_nats = 0.0
+    result = []
     for context, continuation in tqdm(pairs, desc=f"held-out loss {model.identity['name']}", disable=not progress):
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
         ids = [prefix] + tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
         first = 1 + len(context_ids)  # index of the continuation's first token
+        nats = 0.0
         for start in range(first, len(ids), window):
             end = min(start + window, len(ids))  # score ids[start:end]
             left = max(0, end - 1 - window)
             inputs = torch.tensor([ids[left:end - 1]], device=model.device)
             logprobs = torch.log_softmax(network(input_ids=inputs).logits[0].float(), dim=-1)
             targets = torch.tensor(ids[start:end], device=model.device)
-            total_nats -= float(logprobs[start - 1 - left:end - 1 - left].gather(-1, targets[:, None]).sum())
-    return total_nats / math.log(2) / sum(len(c.encode()) for _, c in pairs)
+            nats -= float(logprobs[start - 1 - left:end - 1 - left].gather(-1, targets[:, None]).sum())
+        result.append(nats)
+    return result
 
 
 def sampled_pass_at_k(specs, options: CompareOptions) -> dict:
+    """slug -> HumanEval pass@k and, per problem, the share of samples that passed."""
     from phi_eval.evaluate import RunOptions, run
+    from phi_eval.jsonl import read_json_objects
+    from phi_eval.report.significance import per_item_values
     from phi_eval.tasks import TASKS
 
     run_options = RunOptions(out=options.out / "eval", n_samples=options.n_samples, temperature=options.temperature,
@@ -166,59 +201,88 @@ def sampled_pass_at_k(specs, options: CompareOptions) -> dict:
     results = {}
     for spec, result in zip(specs, run(specs, [TASKS["humaneval"]], run_options, argv=sys.argv)):
         metrics = result.document["results"]["humaneval"]
-        results[spec.slug] = {"results": str(result.path), **{k.split(",")[0]: v for k, v in metrics.items()
-                                                              if k.startswith("pass@")}}
+        records = read_json_objects(result.path.parent / "samples_humaneval.jsonl")
+        results[spec.slug] = {"results": str(result.path), "per_item": per_item_values(records, "pass@1"),
+                              **{k.split(",")[0]: v for k, v in metrics.items() if k.startswith("pass@")}}
     return results
 
 
-def side_by_side(spec) -> str:
+def measures(losses: dict, sampled: dict, flags: dict | None) -> dict:
+    """One run's numbers: bits/byte on both sets, pass@k, and the clean-subset versions."""
+    row = {"humaneval_bits_per_byte": bits_per_byte(losses["humaneval"]),
+           "mbpp_bits_per_byte": bits_per_byte(losses["mbpp"]) if "mbpp" in losses else None,
+           "mbpp_note": losses.get("mbpp_note"), "humaneval_results": sampled["results"],
+           **{k: v for k, v in sampled.items() if k.startswith("pass@") and "stderr" not in k}}
+    row.update({f"{k}_stderr": v for k, v in sampled.items() if k.startswith("pass@") and "stderr" in k})
+    if flags is not None:
+        clean = lambda doc_id: not flags["flagged"].get(doc_id, False)  # noqa: E731 - one-line predicate
+        row["humaneval_clean_bits_per_byte"] = bits_per_byte(losses["humaneval"], clean)
+        row["mbpp_clean_bits_per_byte"] = bits_per_byte(losses["mbpp"], clean) if "mbpp" in losses else None
+        values = [v for doc_id, v in sampled["per_item"].items() if clean(doc_id)]
+        row["humaneval_clean_pass@1"] = sum(values) / len(values) if values else None
+    return row
+
+
+def clean_items(report_path: Path) -> dict:
+    """doc_id -> flagged by any method of a contamination report, with its counts per task."""
+    from phi_eval.contamination.subsets import splits
+
+    try:
+        report = json.loads(Path(report_path).read_text())
+        tasks = {task: splits(report, task)["any"] for task in report["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--contamination {report_path}: not a `phi-eval contamination` report ({e}); "
+                         "pass the JSON it writes") from None
+    flagged = {doc_id: f for per_task in tasks.values() for doc_id, f in per_task.items()}
+    return {"report": str(report_path), "methods": sorted(report.get("methods", {})),
+            "counts": {task: {"items": len(v), "flagged": sum(v.values()), "clean": len(v) - sum(v.values())}
+                       for task, v in tasks.items()}, "flagged": flagged}
+
+
+def data_of(checkpoint: Path, run: dict) -> dict:
+    """What the data stages reported (teacher, agreement, classifier, filter) and the synthetic
+    documents' share of the training tokens, counted with the run's own tokenizer."""
+    manifest = json.loads((checkpoint / "data_manifest.json").read_text())
+    stages = {}
+    for stage in manifest.get("stages", {}).get("stages", []):
+        stages[stage["stage"]] = json.loads(Path(stage["manifest"]).read_text())
+    data = {}
+    if "annotate" in stages:
+        data["annotate"] = {k: stages["annotate"].get(k) for k in ("annotator", "counts", "scores")}
+    if "classify" in stages:
+        data["classify"] = stages["classify"].get("agreement")
+    if "filter" in stages:
+        data["filter"] = {k: stages["filter"].get(k) for k in ("counts", "threshold", "kept_fraction_of_bytes")}
+    if "append" in stages:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        tokens = 0
+        for path in stages["append"]["settings"]["files"]:
+            from phi_eval.data.stage import read_documents
+
+            tokens += sum(len(tokenizer(d["text"], add_special_tokens=False)["input_ids"])
+                          for d in read_documents(Path(path)))
+        share = tokens / run["corpus_tokens"] if run["corpus_tokens"] else 0.0
+        # Training samples the token stream uniformly, so each synthetic token is seen `epochs` times.
+        data["synthetic"] = {"files": stages["append"]["settings"]["files"], "tokens": tokens,
+                             "share_of_corpus": share, "passes": run["epochs"]}
+    return data
+
+
+def side_by_side(specs) -> list[dict]:
+    """The talk's prompt and HumanEval/0's, completed greedily by each model."""
     from phi_eval.models import GenerationConfig, GenerationRequest, load_model
+    from phi_eval.tasks import TASKS
 
-    model = load_model(spec, device="auto")
-    request = GenerationRequest(SIDE_BY_SIDE_PROMPT, GenerationConfig(max_new_tokens=96, stop=STOP))
-    (_, completion), = model.generate([request], progress=False)
-    return completion.text
-
-
-def to_markdown(report: dict) -> str:
-    a, b = report["models"]
-    s = report["settings"]
-
-    def fmt(value, spec="{:.4f}"):
-        return "n/a" if value is None else spec.format(value)
-
-    def passes(m, k):
-        value, err = m["humaneval"].get(f"pass@{k}"), m["humaneval"].get(f"pass@{k}_stderr")
-        return "n/a" if value is None else f"{value:.4f} ± {err:.4f}" if err is not None else f"{value:.4f}"
-
-    rows = [
-        ("parameters", f"{a['parameters']:,}", f"{b['parameters']:,}"),
-        ("training tokens seen (steps x batch x seq)", f"{a['tokens_seen']:,}", f"{b['tokens_seen']:,}"),
-        ("training compute 6·N·D (FLOPs)", f"{a['train_flops']:.3g}", f"{b['train_flops']:.3g}"),
-        ("corpus: documents / tokens", f"{a['corpus_documents']:,} / {a['corpus_tokens']:,}",
-         f"{b['corpus_documents']:,} / {b['corpus_tokens']:,}"),
-        ("epochs over the corpus", f"{a['epochs']:.2f}", f"{b['epochs']:.2f}"),
-        ("val loss on its own held-out split (nats/token; not comparable)", fmt(a["val_loss_own"]),
-         fmt(b["val_loss_own"])),
-        ("**HumanEval canonical solutions, bits/byte** (lower is better)", fmt(a["humaneval_bits_per_byte"]),
-         fmt(b["humaneval_bits_per_byte"])),
-        ("**MBPP reference code, bits/byte** (lower is better)", fmt(a["mbpp_bits_per_byte"]),
-         fmt(b["mbpp_bits_per_byte"])),
-        (f"HumanEval pass@1 (n={s['n_samples']}, T={s['temperature']}, top-p {s['top_p']})", passes(a, 1),
-         passes(b, 1)),
-    ]
-    if s["n_samples"] >= 10:
-        rows.append(("HumanEval pass@10", passes(a, 10), passes(b, 10)))
-    rows.append(("training time (s) / MFU", f"{a['train_time_s']:.0f} / {fmt(a['mfu'], '{:.1%}')}",
-                 f"{b['train_time_s']:.0f} / {fmt(b['mfu'], '{:.1%}')}"))
-    lines = [f"| | {a['name']} | {b['name']} |", "|---|---|---|", *(f"| {r} | {x} | {y} |" for r, x, y in rows)]
-    for m in (a, b):
-        if m.get("mbpp_note"):
-            lines.append(f"\nMBPP for {m['name']}: {m['mbpp_note']}")
-    lines += ["", "Side by side, greedy, the same prompt:", "", "```python", report["side_by_side"]["prompt"].rstrip(),
-              "```"]
-    for m, text in zip((a, b), report["side_by_side"]["completions"]):
-        lines += ["", f"{m['name']}:", "", "```python", text.rstrip() or "(empty)", "```"]
-    if report.get("command"):
-        lines += ["", f"Command: `{report['command']}`"]
-    return "\n".join(lines) + "\n"
+    humaneval = TASKS["humaneval"].load_docs(None)[0]
+    prompts = [("the phi-1.5 talk's prompt", TALK_PROMPT, (), 64),
+               (f"{humaneval['doc_id']}", humaneval["prompt"], tuple(TASKS["humaneval"].stop), 128)]
+    out = [{"title": title, "prompt": prompt, "completions": []} for title, prompt, _, _ in prompts]
+    for spec in specs:
+        model = load_model(spec, device="auto")
+        requests = [GenerationRequest(prompt, GenerationConfig(max_new_tokens=n, stop=stop))
+                    for _, prompt, stop, n in prompts]
+        for entry, (_, completion) in zip(out, model.generate(requests, progress=False)):
+            entry["completions"].append(completion.text)
+    return out
