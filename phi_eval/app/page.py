@@ -29,7 +29,7 @@ from phi_eval.app import leaderboard_plots, leaderboard_view, samples_view  # no
 from phi_eval.app.comparison import SIDES, Comparison  # noqa: E402
 from phi_eval.app.diff import word_diff  # noqa: E402
 from phi_eval.app.choices import Choice, model_choices  # noqa: E402
-from phi_eval.app.page import assets  # noqa: E402
+from phi_eval.app.assets import assets  # noqa: E402
 from phi_eval.app.pool import ModelPool  # noqa: E402
 from phi_eval.app.presets import DEFAULT_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 from phi_eval.app.render import completion_html, diff_html, metrics_html, samples_html, side_header  # noqa: E402
