@@ -14,7 +14,7 @@ LAYERS = {
     "scoring": ["steps", "metrics"],
     "tasks": ["tasks"],
     "harness": ["evaluate", "train", "contamination", "data", "serve", "report"],
-    "face": ["cli", "app"],
+    "face": ["cli", "argtypes", "app"],
 }
 RANK = {unit: rank for rank, units in enumerate(LAYERS.values()) for unit in units}
 
