@@ -15,6 +15,7 @@ from phi_eval.contamination.report import load_report
 from phi_eval.contamination.subsets import contamination_scores
 from phi_eval.errors import UsageError
 from phi_eval.models import load_model
+from phi_eval.models.base import Replayed
 from phi_eval.report.results import RunRecorder, headline, write_samples
 from phi_eval.steps import EvalContext, StepSettings
 from phi_eval.tasks.base import Task
@@ -66,7 +67,7 @@ def run(specs: list, tasks: list[Task], options: RunOptions, argv: list[str] | N
             evaluated = []
             for task in tasks:
                 docs = docs_by_task[task.name]
-                if getattr(model, "samples_per_doc", None):  # replay: the file must cover the docs asked for
+                if isinstance(model, Replayed):  # the file must cover the docs asked for
                     covered = [d for d in docs if model.samples_per_doc(d["doc_id"])]
                     if not covered:
                         if processes.is_main:
@@ -125,7 +126,7 @@ def share_samples(task: Task, model, docs: list[dict], ctx: EvalContext,
     share = processes.shard(docs)
     if not share:
         return []
-    if getattr(model, "samples_per_doc", None) and not ctx.options.n_samples:
+    if isinstance(model, Replayed) and not ctx.options.n_samples:
         # A replay file gives each doc as many samples as the least-covered doc has: over the task, not the share.
         ctx = ctx.with_options(n_samples=ctx.samples_per_doc(model, docs))
     return task.samples(model, share, ctx)

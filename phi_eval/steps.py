@@ -16,6 +16,7 @@ from phi_eval.cache import make_key
 from phi_eval.execution import Limits, Sandbox
 from phi_eval.execution.sandbox import VERDICT_RULES
 from phi_eval.models import GenerationConfig, GenerationRequest
+from phi_eval.models.base import Replayed
 
 LOGLIKELIHOOD_CHUNK = 256  # log-likelihood requests scored (and committed to the cache) together
 
@@ -105,7 +106,7 @@ class EvalContext:
     def samples_per_doc(self, model, docs: list[dict]) -> int:
         if self.options.n_samples:
             return self.options.n_samples
-        if getattr(model, "samples_per_doc", None):  # replay: as many as every covered doc has
+        if isinstance(model, Replayed):  # as many as every covered doc has
             return min(model.samples_per_doc(d["doc_id"]) for d in docs)
         return 1
 

@@ -22,6 +22,7 @@ from phi_eval.app.pool import ModelPool
 from phi_eval.app.repetition import repetition
 from phi_eval.errors import UsageError
 from phi_eval.models import Completion, GenerationConfig, GenerationRequest
+from phi_eval.models.base import Streaming, TokenCounts
 from phi_eval.report.results import package_versions
 
 SIDES = "ABCD"
@@ -36,7 +37,7 @@ versions = functools.cache(package_versions)  # the record is rebuilt on every r
 def completion_pieces(model, request: GenerationRequest) -> Generator[str, None, Completion]:
     """Text pieces of one completion as the model produces them; returns the finished Completion.
     A backend without token streaming yields its whole completion as one piece."""
-    if hasattr(model, "stream"):
+    if isinstance(model, Streaming):
         return (yield from model.stream(request))
     (_, completion), = model.generate([request], progress=False)
     if completion.text:
@@ -266,7 +267,6 @@ class Comparison:
 def token_counter(model):
     """How many tokens a streamed text is: the model's tokenizer where it has one (hf:, gguf:), else the
     number of words and punctuation marks (openai: servers report their count only at the end)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if isinstance(model, TokenCounts):
+        return model.count_tokens
     return lambda text: len(re.findall(r"\w+|[^\w\s]", text))

@@ -15,41 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from phi_eval.errors import UsageError
-
-
-def token_statistics(model, texts: list[str], *, batch_size: int = 8, max_tokens: int = 512,
-                     progress: bool = True) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per text: log p of each token given the ones before it, and mu, sigma of log p at that step."""
-    import torch
-
-    tokenizer, network = model.tokenizer, model.model
-    limit = min(max_tokens, model.max_length)
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:limit] for t in texts]
-    results: list = [None] * len(texts)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc="membership", unit="batch", disable=not progress):
-        rows = order[start:start + batch_size]
-        width = max(max(len(ids[i]) for i in rows), 2)
-        batch = torch.full((len(rows), width), model.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            batch[r, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-            mask[r, :len(ids[i])] = 1
-        with torch.no_grad():
-            logits = network(input_ids=batch.to(model.device), attention_mask=mask.to(model.device)).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            chosen = logp.gather(-1, batch[:, 1:].to(logp.device).unsqueeze(-1)).squeeze(-1)
-            p = logp.exp()
-            mu = (p * logp).sum(-1)
-            sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
-        for r, i in enumerate(rows):
-            length = max(len(ids[i]) - 1, 0)
-            results[i] = (chosen[r, :length].cpu().numpy(), mu[r, :length].cpu().numpy(),
-                          sigma[r, :length].cpu().numpy())
-    return results
 
 
 def lowest_mean(values: np.ndarray, k: float) -> float | None:
@@ -77,7 +44,7 @@ def percentile(score: float | None, reference: np.ndarray) -> float | None:
 
 def scores(model, texts: list[str], k: float, **kwargs) -> list[dict]:
     return [{"min_k": min_k(logp, k), "min_k_pp": min_k_plus_plus(logp, mu, sigma, k), "scored_tokens": len(logp)}
-            for logp, mu, sigma in token_statistics(model, texts, **kwargs)]
+            for logp, mu, sigma in model.token_statistics(texts, **kwargs)]
 
 
 def membership(model_spec: str, texts: list[str], reference_texts: list[str] | None, *, k: float = 0.2,
@@ -85,13 +52,12 @@ def membership(model_spec: str, texts: list[str], reference_texts: list[str] | N
                ) -> tuple[list[dict], dict]:
     """Per-text scores (with percentiles when a reference set is given) and a summary."""
     from phi_eval.models import load_model
+    from phi_eval.models.base import TokenLogprobs, require
     from phi_eval.zoo import parse_model_spec
 
     if not 0 < k <= 1:
         raise UsageError(f"--mink-k must be in (0, 1], e.g. 0.2 for 20%, not {k}")
-    model = load_model(parse_model_spec(model_spec), device=device)
-    if not hasattr(model, "model"):
-        raise UsageError(f"--mink-model {model_spec} has no local weights; use a zoo name, hf:DIR or gguf:FILE")
+    model = require(load_model(parse_model_spec(model_spec), device=device), TokenLogprobs, f"--mink-model {model_spec}")
     options = {"batch_size": batch_size, "max_tokens": max_tokens, "progress": progress}
     items = scores(model, texts, k, **options)
     summary = {"model": model_spec, "k": k, "max_tokens": max_tokens, "reference_texts": None}

@@ -109,42 +109,20 @@ def batched(iterable: Iterable, size: int) -> Iterator[list]:
 # ------------------------------------------------------------------------------ embeddings
 
 class Embedder:
-    """Mean-pooled, L2-normalised last hidden states of a model phi-eval loads (zoo name, hf:DIR, ...)."""
+    """Embeddings (mean-pooled, L2-normalised last hidden states) of a model phi-eval loads (zoo name,
+    hf:DIR, ...), with the batch size and length the caller chose."""
 
     def __init__(self, spec: str, *, device: str = "auto", batch_size: int = 16, max_tokens: int = 512):
         from phi_eval.models import load_model
+        from phi_eval.models.base import Embeddings, require
         from phi_eval.zoo import parse_model_spec
 
         self.spec = spec
-        self.model = load_model(parse_model_spec(spec), device=device)
-        if not hasattr(self.model, "model"):
-            raise UsageError(f"--embed-model {spec} has no local weights; use a zoo name, hf:DIR or gguf:FILE")
-        self.batch_size = batch_size
-        self.max_tokens = min(max_tokens, self.model.max_length)
+        self.model = require(load_model(parse_model_spec(spec), device=device), Embeddings, f"--embed-model {spec}")
+        self.batch_size, self.max_tokens = batch_size, max_tokens
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        tokenizer, model = self.model.tokenizer, self.model.model
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:self.max_tokens] or [self.model.pad_id]
-               for t in texts]
-        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            width = max(len(ids[i]) for i in rows)
-            batch = torch.full((len(rows), width), self.model.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                batch[r, :len(ids[i])] = torch.tensor(ids[i])
-                mask[r, :len(ids[i])] = 1
-            with torch.no_grad():
-                hidden = model(input_ids=batch.to(self.model.device), attention_mask=mask.to(self.model.device),
-                               output_hidden_states=True).hidden_states[-1].float()
-            mask = mask.to(hidden.device).unsqueeze(-1).float()
-            mean = (hidden * mask).sum(1) / mask.sum(1)
-            out[rows] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
-        return out
+        return self.model.embed(texts, batch_size=self.batch_size, max_tokens=self.max_tokens)
 
 
 def l2_distances(items: np.ndarray, chunks: np.ndarray) -> np.ndarray:

@@ -1,9 +1,12 @@
-"""What every model backend offers: batched generation and log-likelihoods."""
+"""What every model backend offers (batched generation and log-likelihoods), and the capabilities only
+some have, each a Protocol a caller checks with `require` (or isinstance) instead of probing internals."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol, runtime_checkable
+
+from phi_eval.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,65 @@ class Model(Protocol):
         """For each (context, continuation): summed log-probability of the continuation and whether
         greedy decoding would have produced it exactly."""
         ...
+
+
+# -- capabilities: hf: and gguf: have them all; replay: and openai: (generation over the wire) do not -------
+
+@runtime_checkable
+class Streaming(Protocol):
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Text pieces as tokens are decoded; returns (StopIteration.value) the finished Completion."""
+
+
+@runtime_checkable
+class RollingLoglikelihood(Protocol):
+    def loglikelihood_rolling(self, texts: list[str], progress: bool = True) -> list[float]:
+        """lm-eval's whole-text log-probability (disjoint windows of the model's context)."""
+
+
+@runtime_checkable
+class TokenLogprobs(Protocol):
+    def token_logprobs(self, text: str | list[int], top: int = 1) -> dict:
+        """Every token of a text with its log-probability and the top alternatives (OpenAI's echo+logprobs)."""
+
+    def token_statistics(self, texts: list[str], *, batch_size: int = 8, max_tokens: int = 512,
+                         progress: bool = True) -> list:
+        """Per text and token: log p, and the mean and deviation of log p under the model at that step."""
+
+    def continuation_nats(self, pairs: list[tuple[str, str]], progress: bool = True) -> list[float]:
+        """-log P(continuation | context), a long continuation scored in windows of the model's context."""
+
+
+@runtime_checkable
+class TokenCounts(Protocol):
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a text to this model, without special tokens."""
+
+
+@runtime_checkable
+class Embeddings(Protocol):
+    def embed(self, texts: list[str], *, batch_size: int = 16, max_tokens: int = 512):
+        """Mean-pooled, L2-normalised last hidden states: one row per text (a numpy array)."""
+
+
+@runtime_checkable
+class Replayed(Protocol):
+    def samples_per_doc(self, doc_id: str) -> int:
+        """How many completions the replayed file holds for a doc (0: the file does not cover it)."""
+
+
+CAPABILITY_NAMES = {Streaming: "token streaming", RollingLoglikelihood: "rolling log-likelihoods",
+                    TokenLogprobs: "per-token log-probabilities", TokenCounts: "the model's tokenizer",
+                    Embeddings: "hidden-state embeddings", Replayed: "replayed samples"}
+
+
+def require(model, capability: type, purpose: str):
+    """`model`, if it has the capability; else a UsageError naming the model, what it lacks and the fix."""
+    if not isinstance(model, capability):
+        raise UsageError(f"{purpose} needs {CAPABILITY_NAMES[capability]}, which {model.identity.get('name')} "
+                         f"(backend {model.identity.get('backend')}) lacks; use a local model: a zoo name, "
+                         "hf:DIR or gguf:FILE")
+    return model
 
 
 def truncate_at_stop(text: str, stop: Iterable[str]) -> tuple[str, bool]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from phi_eval.errors import UsageError
 from phi_eval.models.base import Completion, GenerationRequest, truncate_at_stop, unsettled_tail
 from phi_eval.models.head import VocabularyHead
+from phi_eval.models.hf_measures import HFMeasures
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_BATCH_START = 64
@@ -67,7 +68,7 @@ def weights_fingerprint(directory: Path, gguf_file: str | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-class HFModel:
+class HFModel(HFMeasures):
     def __init__(self, target: str, *, name: str, device: str = "auto", dtype: str = "auto",
                  batch_size: int | str = "auto", gguf_file: str | None = None, revision: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer

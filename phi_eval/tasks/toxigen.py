@@ -24,6 +24,7 @@ import io
 from pathlib import Path
 
 from phi_eval.errors import UsageError
+from phi_eval.models.base import RollingLoglikelihood, TokenCounts, require
 from phi_eval.textfiles import read_text
 from phi_eval.tasks.base import Task, doc_hash
 
@@ -110,11 +111,7 @@ def mann_whitney_safety(hateful: list[float], benign: list[float]) -> dict[str, 
 
 def token_counter(model):
     """How many tokens each text is to the model: the rolling log-likelihood scores every one of them."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise UsageError(f"toxigen needs token log-likelihoods and the model's tokenizer; "
-                         f"{model.identity['backend']}: models have neither, run it with an hf: model")
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return require(require(model, RollingLoglikelihood, "toxigen"), TokenCounts, "toxigen").count_tokens
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from phi_eval import paths
 from phi_eval.errors import UsageError
 from phi_eval.train import study
@@ -138,9 +135,10 @@ def held_out_losses(spec, options: CompareOptions) -> dict:
     """Per item (doc_id, nats, bytes) of HumanEval's canonical solutions (after their prompts) and
     of MBPP's reference code (test split), neither of which either model saw."""
     from phi_eval.models import load_model
+    from phi_eval.models.base import TokenLogprobs, require
     from phi_eval.tasks import TASKS
 
-    model = load_model(spec, device="auto")
+    model = require(load_model(spec, device="auto"), TokenLogprobs, "held-out bits per byte")
     problems = TASKS["humaneval"].load_docs(None)[: options.limit]
     losses = {"humaneval": scored(model, [(p["doc_id"], p["prompt"], p["canonical_solution"]) for p in problems],
                                   options.progress)}
@@ -154,7 +152,7 @@ def held_out_losses(spec, options: CompareOptions) -> dict:
 
 
 def scored(model, items: list[tuple[str, str, str]], progress: bool) -> list[tuple[str, float, int]]:
-    nats = item_nats(model, [(context, continuation) for _, context, continuation in items], progress)
+    nats = model.continuation_nats([(context, continuation) for _, context, continuation in items], progress)
     return [(doc_id, n, len(continuation.encode())) for (doc_id, _, continuation), n in zip(items, nats)]
 
 
@@ -162,30 +160,6 @@ def bits_per_byte(rows: list[tuple[str, float, int]], keep=None) -> float | None
     """Summed nats over summed bytes of the rows (those whose doc_id `keep` accepts), in bits."""
     kept = [(n, b) for doc_id, n, b in rows if keep is None or keep(doc_id)]
     return sum(n for n, _ in kept) / math.log(2) / sum(b for _, b in kept) if kept else None
-
-
-@torch.no_grad()
-def item_nats(model, pairs: list[tuple[str, str]], progress: bool) -> list[float]:
-    """-log P(continuation | context) in nats for each pair. A continuation longer than the
-    model's context is scored in windows, each token seeing up to a full context of the tokens
-    before it (an empty context is the eos/bos token)."""
-    tokenizer, network, window = model.tokenizer, model.model, model.max_length
-    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    result = []
-    for context, continuation in tqdm(pairs, desc=f"held-out loss {model.identity['name']}", disable=not progress):
-        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-        ids = [prefix] + tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        first = 1 + len(context_ids)  # index of the continuation's first token
-        nats = 0.0
-        for start in range(first, len(ids), window):
-            end = min(start + window, len(ids))  # score ids[start:end]
-            left = max(0, end - 1 - window)
-            inputs = torch.tensor([ids[left:end - 1]], device=model.device)
-            logprobs = torch.log_softmax(network(input_ids=inputs).logits[0].float(), dim=-1)
-            targets = torch.tensor(ids[start:end], device=model.device)
-            nats -= float(logprobs[start - 1 - left:end - 1 - left].gather(-1, targets[:, None]).sum())
-        result.append(nats)
-    return result
 
 
 def sampled_pass_at_k(specs, options: CompareOptions) -> dict:
