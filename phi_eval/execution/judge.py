@@ -192,11 +192,14 @@ def referenced_names(code):
     return names
 
 
-def test_namespace(channel, code):
-    """The tests' globals: the program's values for the names the tests use, except
-    builtins (always the judge's) and modules (the judge imports its own)."""
-    wanted = sorted(name for name in referenced_names(code) if not hasattr(builtins, name))
-    found = channel.ask("globals", wanted) if wanted else {}
+def wanted_names(code):
+    """The names the tests may take from the program: builtins are always the judge's own."""
+    return sorted(name for name in referenced_names(code) if not hasattr(builtins, name))
+
+
+def test_namespace(channel, found, wanted):
+    """The tests' globals: the program's values (`found`) for the names the tests use; modules
+    among them arrive as the judge's own import (wire.decode)."""
     if type(found) is not dict:
         raise wire.NotPlainData("a malformed reply from the program")
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__program__": ProgramNames(channel)}
@@ -209,10 +212,10 @@ def judge(channel, program, tests):
     phase = "program"
     try:
         code = compile(tests, "<tests>", "exec")
-        channel.ask("exec", program)
+        wanted = wanted_names(code)
+        found = channel.ask("exec", program, wanted)
         phase = "tests"
-        exec(code, test_namespace(channel, code))
-        channel.ask("bye")
+        exec(code, test_namespace(channel, found, wanted))
         return "passed", "all tests passed"
     except RunnerGone as error:
         return "gone", str(error)
