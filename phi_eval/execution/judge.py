@@ -1,6 +1,6 @@
 """The judge's side of a job: run the trusted tests, calling into the program only remotely.
 
-Runs in a process forked from the worker for each job, outside the sandbox, with no
+Runs in a process forked from the worker (serve_jobs), outside the sandbox, with no
 model-written code in it. The tests' names that the program defines (the function under test,
 its helpers, constants) are bound to what the runner sends back: plain data, rebuilt by
 wire.decode into exact builtin types, or a Handle, whose calls and attribute reads are
@@ -13,6 +13,9 @@ their end on the values the program computed.
 """
 import builtins
 import importlib
+import os
+import socket
+import sys
 import types
 
 import wire
@@ -254,3 +257,37 @@ def outcome(error, phase, tests):
         where = f"tests line {line}: {lines[line - 1].strip()}" if line and 0 < line <= len(lines) else ""
     reason = f"{message} ({where})" if where else message
     return status, wire.printable(" ".join(reason.split()))[:REASON_CHARS]
+
+
+def serve_jobs(control):
+    """The judge process's life: one job at a time from the worker over `control` (a
+    SOCK_SEQPACKET socket), each a message carrying five descriptors: the job's text (a pipe),
+    the requests and replies pipes to its runner, and the job's stdout and stderr, where the
+    tests' own output goes. Answers [status, reason]. It outlives jobs, so the tests' imports
+    and memory pages are paid once; the worker replaces it if a job ever leaves it stuck."""
+    null = os.open(os.devnull, os.O_RDWR)
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(control, 16, 5)
+        except OSError:
+            return
+        if len(fds) != 5:
+            return  # the worker has gone
+        job_text, requests, replies, out, err = fds
+        job = wire.receive(job_text)
+        os.close(job_text)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        try:
+            verdict = judge(Channel(requests, replies), job["program"], job["tests"])
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            for fd in (1, 2):
+                os.dup2(null, fd)
+            for fd in (requests, replies, out, err):
+                os.close(fd)
+        control.send(wire.dumps(list(verdict)))
