@@ -15,6 +15,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 # copied memory page.
 capset, prctl, syscall = (getattr(libc, name) for name in ("capset", "prctl", "syscall"))
 
+PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SYS_LANDLOCK_CREATE_RULESET = 444
@@ -93,6 +94,11 @@ def check(result):
         number = ctypes.get_errno() if result == -1 else -result
         raise OSError(number, os.strerror(number))
     return result
+
+
+def set_process_name(name):
+    """The name `ps` and `top` show (phi-worker, phi-judge, phi-zygote, phi-runner)."""
+    prctl(PR_SET_NAME, name, 0, 0, 0)
 
 
 def landlock_abi():

@@ -109,6 +109,7 @@ def start_zygote(config, confinement, job_tmpfs, import_handles):
         else:
             prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
         namespaces["ipc_limits_zero"] = namespaces["ipc_namespace"] and zero_ipc_limits()
+        confine.set_process_name(b"phi-zygote")
         gc.freeze()  # a collection in a job then never walks (and so copies) our objects
         zygote.Zygote(config, theirs, confinement, namespaces, job_tmpfs, import_handles).serve()
     finally:
@@ -277,6 +278,7 @@ class Judge:
                 for fd in (0, 1, 2):  # not the harness's pipes
                     os.dup2(os.open(os.devnull, os.O_RDWR), fd)
                 zygote.close_fds_except([theirs.fileno(), *self.import_handles])
+                confine.set_process_name(b"phi-judge")
                 judge.serve_jobs(theirs)
             finally:
                 os._exit(0)
@@ -355,6 +357,7 @@ def main():
     os.environ.clear()
     os.environ.update(JOB_ENV)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness handles Ctrl-C and closes our input
+    confine.set_process_name(b"phi-worker")
     limits = config["limits"]
     namespaces = enter_worker_namespaces(config["temp_root"], 2 * zygote.TMPFS_FILES * limits["file_size_mb"] + 8)
     import_handles = make_imports_reachable() if os.getuid() == 0 else []
