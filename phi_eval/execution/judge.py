@@ -22,6 +22,7 @@ import wire
 
 REASON_CHARS = 300
 CONTAINER_TAGS = {tuple: "t", set: "s", frozenset: "z"}
+ACTS_ON_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "__hello__", "__phello__"}
 
 
 class ProgramExited(BaseException):
@@ -82,8 +83,12 @@ class Channel:
 
 
 def import_trusted(name):
-    """The judge's own module of that name (never the program's copy); a module the judge
-    cannot import is not plain data."""
+    """The judge's own module of that name (never the program's copy): one the judge has
+    imported already, or from the standard library, less those that act on import. The name
+    comes from the program, so no other module is imported on its word."""
+    top = str(name).partition(".")[0]
+    if name not in sys.modules and (top not in sys.stdlib_module_names or top in ACTS_ON_IMPORT):
+        raise wire.NotPlainData(f"module {wire.printable(str(name))[:80]!r} of the program")
     try:
         return importlib.import_module(name)
     except Exception:
