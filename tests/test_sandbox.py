@@ -282,3 +282,10 @@ def test_pass_at_k_rejects_impossible_arguments():
         pass_at_k(5, 6, 1)
     with pytest.raises(ValueError):
         pass_at_k(5, 2, 0)
+
+
+def test_tests_stuck_in_the_judge_time_out_and_the_next_job_runs(sandbox):
+    for tests in ("while f():\n    pass\n", "while True:\n    pass\n"):  # calling the program, or not
+        verdict = check(sandbox, "def f():\n    return 1\n", tests)
+        assert verdict.status == "timeout" and verdict.duration_s < 4
+    assert all(v.passed for v in sandbox.check_all([("x = 1\n", "assert x == 1\n")] * 4))

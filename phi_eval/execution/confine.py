@@ -15,7 +15,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 # copied memory page.
 capset, prctl, syscall = (getattr(libc, name) for name in ("capset", "prctl", "syscall"))
 
+PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_ADD_RULE = 445
@@ -63,6 +65,10 @@ class ScmpArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
 
 
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 class RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
                 ("scoped", ctypes.c_uint64)]
@@ -95,6 +101,11 @@ def check(result):
     return result
 
 
+def set_process_name(name):
+    """The name `ps` and `top` show (phi-worker, phi-judge, phi-zygote, phi-runner)."""
+    prctl(PR_SET_NAME, name, 0, 0, 0)
+
+
 def landlock_abi():
     """The kernel's Landlock ABI version, 0 when Landlock is unavailable."""
     version = syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
@@ -109,9 +120,11 @@ def readable_paths():
 
 
 def seccomp_filter():
-    """A libseccomp filter context refusing REFUSED_SYSCALLS, unix-domain sockets (a host
-    socket reachable by path) and clone(CLONE_NEWUSER); clone3, whose flags a filter cannot
-    read, answers ENOSYS so that libc falls back to clone. None without libseccomp."""
+    """A seccomp filter refusing REFUSED_SYSCALLS, unix-domain sockets (a host socket reachable
+    by path) and clone(CLONE_NEWUSER); clone3, whose flags a filter cannot read, answers ENOSYS
+    so that libc falls back to clone. Built once with libseccomp and exported as BPF, so that
+    each runner loads it with one prctl(). Returns (sock_fprog, its buffer), or None without
+    libseccomp."""
     path = ctypes.util.find_library("seccomp")
     if not path:
         return None
@@ -121,7 +134,8 @@ def seccomp_filter():
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
                                            ctypes.POINTER(ScmpArgCmp)]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
     context = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not context:
         return None
@@ -138,7 +152,16 @@ def seccomp_filter():
     refuse("socket", errno.EPERM, ScmpArgCmp(0, SCMP_CMP_EQ, AF_UNIX, 0))
     refuse("clone", errno.EPERM, ScmpArgCmp(0, SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
     refuse("clone3", errno.ENOSYS)
-    return lib, context
+    read_end, write_end = os.pipe()
+    try:
+        check(lib.seccomp_export_bpf(context, write_end))
+    finally:
+        os.close(write_end)
+        lib.seccomp_release(context)
+    with os.fdopen(read_end, "rb") as pipe:
+        program = pipe.read()
+    buffer = ctypes.create_string_buffer(program, len(program))
+    return SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer
 
 
 class Confinement:
@@ -220,8 +243,7 @@ class Confinement:
     def load_seccomp(self):
         if not self.seccomp:
             return False
-        lib, context = self.seccomp
-        check(lib.seccomp_load(context))
+        check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0))
         return True
 
     def apply(self, workdir, probing=False):

@@ -1,6 +1,6 @@
 """The judge's side of a job: run the trusted tests, calling into the program only remotely.
 
-Runs in a process forked from the worker for each job, outside the sandbox, with no
+Runs in a process forked from the worker (serve_jobs), outside the sandbox, with no
 model-written code in it. The tests' names that the program defines (the function under test,
 its helpers, constants) are bound to what the runner sends back: plain data, rebuilt by
 wire.decode into exact builtin types, or a Handle, whose calls and attribute reads are
@@ -13,12 +13,16 @@ their end on the values the program computed.
 """
 import builtins
 import importlib
+import os
+import socket
+import sys
 import types
 
 import wire
 
 REASON_CHARS = 300
 CONTAINER_TAGS = {tuple: "t", set: "s", frozenset: "z"}
+ACTS_ON_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "__hello__", "__phello__"}
 
 
 class ProgramExited(BaseException):
@@ -79,8 +83,12 @@ class Channel:
 
 
 def import_trusted(name):
-    """The judge's own module of that name (never the program's copy); a module the judge
-    cannot import is not plain data."""
+    """The judge's own module of that name (never the program's copy): one the judge has
+    imported already, or from the standard library, less those that act on import. The name
+    comes from the program, so no other module is imported on its word."""
+    top = str(name).partition(".")[0]
+    if name not in sys.modules and (top not in sys.stdlib_module_names or top in ACTS_ON_IMPORT):
+        raise wire.NotPlainData(f"module {wire.printable(str(name))[:80]!r} of the program")
     try:
         return importlib.import_module(name)
     except Exception:
@@ -192,11 +200,14 @@ def referenced_names(code):
     return names
 
 
-def test_namespace(channel, code):
-    """The tests' globals: the program's values for the names the tests use, except
-    builtins (always the judge's) and modules (the judge imports its own)."""
-    wanted = sorted(name for name in referenced_names(code) if not hasattr(builtins, name))
-    found = channel.ask("globals", wanted) if wanted else {}
+def wanted_names(code):
+    """The names the tests may take from the program: builtins are always the judge's own."""
+    return sorted(name for name in referenced_names(code) if not hasattr(builtins, name))
+
+
+def test_namespace(channel, found, wanted):
+    """The tests' globals: the program's values (`found`) for the names the tests use; modules
+    among them arrive as the judge's own import (wire.decode)."""
     if type(found) is not dict:
         raise wire.NotPlainData("a malformed reply from the program")
     namespace = {"__name__": "__main__", "__builtins__": builtins, "__program__": ProgramNames(channel)}
@@ -209,10 +220,10 @@ def judge(channel, program, tests):
     phase = "program"
     try:
         code = compile(tests, "<tests>", "exec")
-        channel.ask("exec", program)
+        wanted = wanted_names(code)
+        found = channel.ask("exec", program, wanted)
         phase = "tests"
-        exec(code, test_namespace(channel, code))
-        channel.ask("bye")
+        exec(code, test_namespace(channel, found, wanted))
         return "passed", "all tests passed"
     except RunnerGone as error:
         return "gone", str(error)
@@ -251,3 +262,37 @@ def outcome(error, phase, tests):
         where = f"tests line {line}: {lines[line - 1].strip()}" if line and 0 < line <= len(lines) else ""
     reason = f"{message} ({where})" if where else message
     return status, wire.printable(" ".join(reason.split()))[:REASON_CHARS]
+
+
+def serve_jobs(control):
+    """The judge process's life: one job at a time from the worker over `control` (a
+    SOCK_SEQPACKET socket), each a message carrying five descriptors: the job's text (a pipe),
+    the requests and replies pipes to its runner, and the job's stdout and stderr, where the
+    tests' own output goes. Answers [status, reason]. It outlives jobs, so the tests' imports
+    and memory pages are paid once; the worker replaces it if a job ever leaves it stuck."""
+    null = os.open(os.devnull, os.O_RDWR)
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(control, 16, 5)
+        except OSError:
+            return
+        if len(fds) != 5:
+            return  # the worker has gone
+        job_text, requests, replies, out, err = fds
+        job = wire.receive(job_text)
+        os.close(job_text)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        try:
+            verdict = judge(Channel(requests, replies), job["program"], job["tests"])
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            for fd in (1, 2):
+                os.dup2(null, fd)
+            for fd in (requests, replies, out, err):
+                os.close(fd)
+        control.send(wire.dumps(list(verdict)))

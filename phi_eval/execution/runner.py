@@ -6,12 +6,13 @@ checked on arrival, and the verdict is decided in the judge. This module only ha
 honest programs faithfully.
 
 Requests, one at a time, each answered with ["ok", value], ["raise", details] or ["exit", why]:
-    ["exec", program]            run the program as __main__
-    ["globals", [name, ...]]     the program's values for those of these names it defines
+    ["exec", program, [name, ...]]  run the program as __main__; its values for those of
+                                 these names it defines
+    ["globals", [name, ...]]     the same, later
     ["call", handle, args, kwargs]
     ["getattr", handle, name], ["iter", handle], ["len", handle], ["getitem", handle, key],
     ["str", handle], ["repr", handle]
-    ["bye"]                      flush the output; the job is over
+The output is flushed after every reply, so it is all there when the judge is done.
 """
 import builtins
 import os
@@ -47,9 +48,7 @@ class Runner:
     def serve(self):
         while True:
             request = wire.receive(self.requests)
-            if request is None or request[0] == "bye":
-                flush()
-                wire.send(self.replies, ["ok", None])
+            if request is None:  # the judge is done
                 return
             try:
                 reply = ["ok", self.encode(self.answer(request))]
@@ -69,9 +68,8 @@ class Runner:
         if verb == "exec":
             self.program_lines = arguments[0].splitlines()
             exec(compile(arguments[0], "<program>", "exec"), self.namespace)
-            return None
-        if verb == "globals":
-            return {name: self.namespace[name] for name in arguments[0] if name in self.namespace}
+        if verb in ("exec", "globals"):
+            return {name: self.namespace[name] for name in arguments[-1] if name in self.namespace}
         target = self.objects[arguments[0]]
         if verb == "call":
             return target(*self.decode(arguments[1]), **self.decode(arguments[2]))

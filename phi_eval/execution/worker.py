@@ -2,13 +2,13 @@
 
 phi_eval.execution.sandbox starts one per worker as `python -I worker.py CONFIG`, with a
 minimal environment. Standard library only; it preloads the modules benchmark code uses, so
-interpreter start-up is paid once per worker. Three kinds of process take part in a job:
+interpreter start-up is paid once per worker. Three processes take part in a job:
 
   worker (this process, trusted)  private network and mount namespaces; a tmpfs over the
       jobs' directories; watches the job's time and output, decides nothing about the tests
-  judge (judge.py, trusted)       forked per job, outside the sandbox: runs the trusted tests;
-      every use of the program's values is a request to the runner, answered in plain data;
-      its [status, reason] is the verdict
+  judge (judge.py, trusted)       forked once per worker (again if a job leaves it stuck),
+      outside the sandbox: runs the trusted tests; every use of the program's values is a
+      request to the runner, answered in plain data; its [status, reason] is the verdict
   runner (runner.py, untrusted)   forked per job by the zygote (zygote.py), PID 1 of the
       sandbox's PID and IPC namespaces; confined, then runs the program and answers requests
 
@@ -52,8 +52,8 @@ JOB_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
 # calls too; this holds where seccomp is missing).
 IPC_LIMITS = {"shmmni": "0", "shmall": "0", "shmmax": "0", "msgmni": "0", "sem": "0 0 0 0"}
 EXCERPT_BYTES = 2048
-VERDICT_BYTES = 4096
-EXIT_GRACE_S = 0.2  # how long a runner that stopped answering may take to exit by itself
+VERDICT_BYTES = 1 << 16
+JUDGE_GRACE_S = 0.5  # how long a judge whose runner was killed may take to answer
 mount, prctl, unshare = (getattr(confine.libc, name) for name in ("mount", "prctl", "unshare"))
 
 
@@ -109,6 +109,7 @@ def start_zygote(config, confinement, job_tmpfs, import_handles):
         else:
             prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
         namespaces["ipc_limits_zero"] = namespaces["ipc_namespace"] and zero_ipc_limits()
+        confine.set_process_name(b"phi-zygote")
         gc.freeze()  # a collection in a job then never walks (and so copies) our objects
         zygote.Zygote(config, theirs, confinement, namespaces, job_tmpfs, import_handles).serve()
     finally:
@@ -177,32 +178,32 @@ class Job:
     def __init__(self, worker, program, tests):
         self.worker, self.program, self.tests = worker, program, tests
         self.readers = {}  # read end -> name
-        self.kept = {"stdout": b"", "stderr": b"", "verdict": b""}
+        self.kept = {"stdout": b"", "stderr": b""}
         self.sizes = dict.fromkeys(self.kept, 0)
 
     def run(self):
         worker, limits = self.worker, self.worker.limits
         start = time.monotonic()
         oom_before = worker.oom_kills()
-        requests, replies, out, err, verdict = (os.pipe() for _ in range(5))
-        for name, (read_end, _) in zip(("stdout", "stderr", "verdict"), (out, err, verdict)):
+        requests, replies, out, err = (os.pipe() for _ in range(4))
+        for name, (read_end, _) in zip(("stdout", "stderr"), (out, err)):
             os.set_blocking(read_end, False)
             self.readers[read_end] = name
-        judge_pid, outcome = None, None
+        outcome = judged = None
         try:
             worker.ask_zygote({"job": f"job-{os.urandom(8).hex()}"}, [requests[0], replies[1], out[1], err[1]])
             for fd in (requests[0], replies[1]):
                 os.close(fd)
-            judge_pid = os.fork()
-            if judge_pid == 0:
-                self.become_judge(requests[1], replies[0], out[1], err[1], verdict[1])
-            for fd in (requests[1], replies[0], out[1], err[1], verdict[1]):
+            worker.judge.submit(self.program, self.tests, [requests[1], replies[0], out[1], err[1]])
+            for fd in (requests[1], replies[0], out[1], err[1]):
                 os.close(fd)
-            outcome = self.watch(judge_pid, start + limits["timeout_s"])
+            outcome = self.watch(start + limits["timeout_s"])
+            judged = worker.judge.verdict(0) if outcome is None else None
         finally:
-            judged = self.parse_verdict(end_process(judge_pid))
             gone = judged is not None and judged[0] == "gone"
             runner = worker.ask_zygote({"end": True, "grace": gone})
+            if judged is None:  # stopped early: with its runner gone, the judge answers at once
+                worker.judge.verdict(JUDGE_GRACE_S)
             self.drain_and_close()
         out_of_memory = worker.oom_kills() > oom_before
         if outcome is None:
@@ -216,57 +217,27 @@ class Job:
         return {"status": outcome[0], "reason": wire.printable(outcome[1]), "duration_s": time.monotonic() - start,
                 "stdout": self.text("stdout"), "stderr": self.text("stderr")}
 
-    def become_judge(self, requests, replies, out, err, verdict):
-        """In the forked judge: the tests' output goes to the job's, not to the harness."""
-        try:
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(out, 1)
-            os.dup2(err, 2)
-            zygote.close_fds_except([requests, replies, verdict, *self.worker.import_handles])
-            status, reason = judge.judge(judge.Channel(requests, replies), self.program, self.tests)
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os.write(verdict, json.dumps([status, reason]).encode())
-        finally:
-            os._exit(0)
-
-    def parse_verdict(self, judge_status):
-        """The judge's [status, reason], if it ended normally and sent one."""
-        if judge_status is None or not os.WIFEXITED(judge_status) or os.WEXITSTATUS(judge_status) != 0:
-            return None
-        verdict_fd = next(fd for fd, name in self.readers.items() if name == "verdict")
-        while self.read(verdict_fd):  # the judge has exited: everything it wrote is there
-            pass
-        try:
-            status, reason = json.loads(self.kept["verdict"])
-        except ValueError:
-            return None
-        return (status, reason) if (status in wire.STATUSES or status == "gone") and isinstance(reason, str) else None
-
-    def watch(self, judge_pid, deadline):
-        """Collect output until the judge exits, the time is up or the output cap is hit.
+    def watch(self, deadline):
+        """Collect output until the judge answers, the time is up or the output cap is hit.
         Returns None, or (status, reason) when the job must be stopped."""
         limits = self.worker.limits
         poller = select.poll()
         for fd in self.readers:
             poller.register(fd, select.POLLIN)
-        pidfd = os.pidfd_open(judge_pid)
-        poller.register(pidfd, select.POLLIN)
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return "timeout", f"wall-clock timeout after {limits['timeout_s']:g} s"
-                events = poller.poll(remaining * 1000)
-                for fd, _ in events:
-                    if fd != pidfd and not self.read(fd):
-                        poller.unregister(fd)
-                if self.sizes["stdout"] + self.sizes["stderr"] > limits["output_bytes"]:
-                    return "output_limit", f"wrote more than {limits['output_bytes']} bytes of output"
-                if any(fd == pidfd for fd, _ in events):
-                    return None
-        finally:
-            os.close(pidfd)
+        answer = self.worker.judge.control.fileno()
+        poller.register(answer, select.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", f"wall-clock timeout after {limits['timeout_s']:g} s"
+            events = poller.poll(remaining * 1000)
+            for fd, _ in events:
+                if fd != answer and not self.read(fd):
+                    poller.unregister(fd)
+            if self.sizes["stdout"] + self.sizes["stderr"] > limits["output_bytes"]:
+                return "output_limit", f"wrote more than {limits['output_bytes']} bytes of output"
+            if any(fd == answer for fd, _ in events):
+                return None
 
     def read(self, fd):
         """Read what is there, keeping a bounded prefix. False once nothing more comes."""
@@ -276,7 +247,7 @@ class Job:
         except BlockingIOError:
             return False
         self.sizes[name] += len(data)
-        room = (VERDICT_BYTES if name == "verdict" else EXCERPT_BYTES) - len(self.kept[name])
+        room = EXCERPT_BYTES - len(self.kept[name])
         if room > 0:
             self.kept[name] += data[:room]
         return bool(data)
@@ -291,15 +262,56 @@ class Job:
         return wire.printable(self.kept[name].decode(errors="replace"))
 
 
-def end_process(pid):
-    """Kill (if need be) and reap a child; its wait status, or None if there was none."""
-    if pid is None:
+class Judge:
+    """The worker's judge process (judge.serve_jobs), forked once and again only when a job
+    left it stuck (tests still computing when their time was up)."""
+
+    def __init__(self, import_handles):
+        self.import_handles = import_handles
+        self.start()
+
+    def start(self):
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                for fd in (0, 1, 2):  # not the harness's pipes
+                    os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+                zygote.close_fds_except([theirs.fileno(), *self.import_handles])
+                confine.set_process_name(b"phi-judge")
+                judge.serve_jobs(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+
+    def restart(self):
+        self.control.close()
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.start()
+
+    def submit(self, program, tests, fds):
+        job_read, job_write = os.pipe()
+        try:
+            socket.send_fds(self.control, [b"job"], [job_read, *fds])
+        except OSError:  # it died: a new one takes the job
+            self.restart()
+            socket.send_fds(self.control, [b"job"], [job_read, *fds])
+        os.close(job_read)
+        wire.send(job_write, {"program": program, "tests": tests})  # it reads this at once
+        os.close(job_write)
+
+    def verdict(self, wait_s):
+        """Its [status, reason] for the job; None (and a new judge) when none comes in time."""
+        if select.select([self.control], [], [], wait_s)[0]:
+            try:
+                status, reason = json.loads(self.control.recv(VERDICT_BYTES))
+                if (status in wire.STATUSES or status == "gone") and isinstance(reason, str):
+                    return status, reason
+            except (OSError, ValueError):
+                pass
+        self.restart()
         return None
-    finished, status = os.waitpid(pid, os.WNOHANG)
-    if not finished:
-        os.kill(pid, signal.SIGKILL)
-        status = os.waitpid(pid, 0)[1]
-    return status
 
 
 class Worker:
@@ -345,6 +357,7 @@ def main():
     os.environ.clear()
     os.environ.update(JOB_ENV)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness handles Ctrl-C and closes our input
+    confine.set_process_name(b"phi-worker")
     limits = config["limits"]
     namespaces = enter_worker_namespaces(config["temp_root"], 2 * zygote.TMPFS_FILES * limits["file_size_mb"] + 8)
     import_handles = make_imports_reachable() if os.getuid() == 0 else []
@@ -355,6 +368,7 @@ def main():
     worker.import_handles = import_handles
     job_tmpfs = namespaces["private_tmp"] and "job_tmpfs" not in config["skip"]
     zygote_pid, worker.control = start_zygote(config, confinement, job_tmpfs, import_handles)
+    worker.judge = Judge(import_handles)
     found = worker.ask_zygote({"probe": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
     wire.send(1, {
@@ -371,8 +385,9 @@ def main():
     while True:
         job = wire.receive(0)  # None once the harness closed the pipe or died
         if job is None:
-            worker.control.close()  # the zygote's cue to exit
-            os.waitpid(zygote_pid, 0)
+            for control, pid in ((worker.control, zygote_pid), (worker.judge.control, worker.judge.pid)):
+                control.close()  # their cue to exit
+                os.waitpid(pid, 0)
             return
         try:
             verdict = Job(worker, job["program"], job["tests"]).run()

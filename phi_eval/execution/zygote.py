@@ -97,6 +97,7 @@ class Zygote:
         """In the forked child: confine, then serve the judge. Never returns."""
         try:
             os.setsid()  # out of the harness's process group and terminal
+            confine.set_process_name(b"phi-runner")
             signal.signal(signal.SIGINT, signal.default_int_handler)
             if self.in_cgroup:  # born in the zygote's memory cgroup: the OOM killer's first pick
                 with open("/proc/self/oom_score_adj", "w") as handle:
