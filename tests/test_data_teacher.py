@@ -85,3 +85,23 @@ def test_append_stage_in_a_pipeline(tmp_path):
     assert manifest["per_file"][str(synthetic)] == {"documents": 1, "bytes": 14}
     with pytest.raises(UsageError, match=r"data\.stages\[1\]\.files: required"):
         run_stages([stages[0], {"stage": "append"}], tmp_path / "w2", progress=False)
+
+
+def test_completion_template_wraps_the_grading_prompt(tmp_path, phi_home):
+    from test_data_llm import FakeEndpoint
+
+    server = FakeEndpoint(reply=lambda prompt: " 8\n")
+    try:
+        corpus = write(tmp_path / "c.jsonl", [{"id": "a", "text": "def f():\n    return 1\n"}])
+        template = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\nEducational value (0-10):"
+        settings = validate(ANNOTATE_FIELDS, {"model": "teacher", "base_url": server.base_url, "api": "completions",
+                                              "completion_template": template, "stands_in_for": "GPT-4"}, "--")
+        manifest = run_annotate(settings, corpus, tmp_path / "out.jsonl", show_progress=False)
+        sent = server.bodies[0]["prompt"]
+        assert sent.startswith("<|im_start|>user\nBelow is a document") and "return 1" in sent
+        assert sent.endswith("assistant\nEducational value (0-10):")
+        assert manifest["scores"]["histogram_0_to_10"][8] == 1 and manifest["usage"]["stands_in_for"] == "GPT-4"
+        with pytest.raises(UsageError, match="--completion-template: needs api completions"):
+            run_annotate({**settings, "api": "chat"}, corpus, tmp_path / "o.jsonl", show_progress=False)
+    finally:
+        server.close()

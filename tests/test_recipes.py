@@ -220,7 +220,8 @@ def test_compare_trains_seeds_of_both_and_writes_the_study(trained, mbpp_dir, mo
         "items": [{"doc_id": "HumanEval/0", "flagged": True}, {"doc_id": "HumanEval/1", "flagged": False}],
         "summary": {"by_method": {}}}}}))
     a = load_recipe(tiny_recipe(tmp, corpus, "wide", data={"source": [str(corpus)], "val_fraction": 0.2}))
-    b = load_recipe(tiny_recipe(tmp, half, "narrow", data={"source": [str(half)], "val_fraction": 0.2}))
+    b = load_recipe(tiny_recipe(tmp, half, "narrow", data={"stages": [{"stage": "source", "inputs": [str(half)]}],
+                                                           "val_fraction": 0.2}))
     options = dict(out=tmp / "cmp", data_dir=mbpp_dir, n_samples=2, limit=2, max_new_tokens=8, progress=False,
                    seeds=2, contamination=report_path)
     text = compare(a, b, CompareOptions(**options)).read_text()
@@ -241,6 +242,8 @@ def test_compare_trains_seeds_of_both_and_writes_the_study(trained, mbpp_dir, mo
     assert row["permutation_p"] >= 1 / 3  # 2 + 2 seeds: 6 splits, the observed one and its mirror
     assert [len(p["completions"]) for p in data["side_by_side"]] == [2, 2]
     assert (tmp / "cmp" / "comparison.png").stat().st_size > 0
+    seed1_data = tmp / "home" / "data" / "narrow-seed1"  # the seeds share one run of the data stages
+    assert seed1_data.is_symlink() and seed1_data.resolve() == (tmp / "home" / "data" / "narrow").resolve()
     # A second comparison reuses every checkpoint instead of training again.
     mtime = (tmp / "home" / "models" / "wide-seed1" / "model.safetensors").stat().st_mtime
     compare(a, b, CompareOptions(**options))

@@ -51,6 +51,9 @@ FIELDS = {
     "max_chars": Field("int", 6000, minimum=100, help="document characters shown to the model"),
     "max_tokens": Field("int", 16, minimum=1, help="tokens the model may answer with"),
     "temperature": Field("number", 0.0, minimum=0),
+    "completion_template": Field("str", help="with api completions: the text sent, {prompt} standing for the grading "
+                                 "prompt; e.g. the model's chat template ending in 'Score (0-10):', so that a small "
+                                 "model answers with the number rather than prose"),
     **llm.FIELDS,
 }
 
@@ -93,6 +96,9 @@ def check(settings: dict, where: str = "--") -> None:
         raise UsageError(f"{label(where, 'sample_fraction')}: give sample_size or sample_fraction, not both")
     if settings["annotator"] == "llm" and not settings["model"]:
         raise UsageError(f"{label(where, 'model')}: required when annotator is llm (or set annotator: heuristic)")
+    template = settings["completion_template"]
+    if template is not None and ("{prompt}" not in template or settings["api"] != "completions"):
+        raise UsageError(f"{label(where, 'completion_template')}: needs api completions and a {{prompt}} placeholder")
     if settings["annotator"] == "file" and not settings["grades_file"]:
         raise UsageError(f"{label(where, 'grades_file')}: required when annotator is file")
 
@@ -143,8 +149,11 @@ def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progres
             client = llm.LLM(settings, "annotate")
             name = f"llm:{settings['model']}"
 
+            template = settings["completion_template"] or "{prompt}"
+
             def grade(text: str) -> llm.Answer:
-                return client.complete(PROMPT.format(text=text[:settings["max_chars"]]),
+                prompt = PROMPT.format(text=text[:settings["max_chars"]])
+                return client.complete(template.replace("{prompt}", prompt),
                                        max_tokens=settings["max_tokens"], temperature=settings["temperature"])
 
             def commit(unit: int, answer: llm.Answer) -> None:

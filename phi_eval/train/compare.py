@@ -53,6 +53,8 @@ def compare(recipe_a, recipe_b, options: CompareOptions) -> Path:
         raise UsageError("--n-samples, --limit and --seeds must be at least 1")
     flags = clean_items(options.contamination) if options.contamination else None
     arms = [[seeded(r, s, options.seeds) for s in range(options.seeds)] for r in (recipe_a, recipe_b)]
+    for arm in arms:
+        share_data_stages(arm)
     checkpoints = [[trained_checkpoint(r, options) for r in arm] for arm in arms]
     options.out.mkdir(parents=True, exist_ok=True)
 
@@ -89,6 +91,19 @@ def seeded(recipe, seed: int, seeds: int):
         return recipe
     return dataclasses.replace(recipe, name=recipe.name if seed == 0 else f"{recipe.name}-seed{seed}",
                                training=dataclasses.replace(recipe.training, seed=recipe.training.seed + seed))
+
+
+def share_data_stages(arm: list) -> None:
+    """Seeds of a recipe train on the same data: their data-stage folders link to seed 0's, so the
+    stages run once (a stage reruns only if its settings or inputs changed)."""
+    if arm[0].data.stages is None:
+        return
+    first = paths.home() / "data" / arm[0].name
+    first.mkdir(parents=True, exist_ok=True)
+    for recipe in arm[1:]:
+        link = paths.home() / "data" / recipe.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(first.resolve(), target_is_directory=True)
 
 
 def check_equal_compute(a, b) -> None:
