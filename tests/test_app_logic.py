@@ -329,3 +329,32 @@ def test_side_errors_stay_on_their_side_and_the_record_exports(model_dirs):
         comparison.start("  ", config, {})
     with pytest.raises(UsageError, match="press Generate first"):
         Comparison(pool).run_side(0, "x", config, False)
+
+
+def test_plot_labels_do_not_overlap(board_rows, tmp_path):
+    """Points at one size (a model's measured and reported scores, models of equal size) get labels that
+    do not cover each other, in the app's plot and in `phi-eval leaderboard --plot`'s scores.png."""
+    from matplotlib.figure import Figure
+
+    from phi_eval.report.plots import laid_out, spread_labels
+
+    def overlapping(fig) -> int:
+        renderer = laid_out(fig)
+        pairs = 0
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.texts if hasattr(t, "xyann") and t.get_text()]
+            assert all(b.width > 1 for b in boxes)  # drawn, so measured
+            pairs += sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        return pairs
+
+    title, key = next(iter(leaderboard_plots.panels(board_rows).items()))
+    assert overlapping(leaderboard_plots.figure(leaderboard_plots.panel_rows(board_rows, key), title)) == 0
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.scatter([1e9, 1.3e9, 2e9], [0.4, 0.5, 0.6])
+    for name in ("phi-1", "phi-1 (reported)", "same-size"):
+        ax.annotate(name, (1.3e9, 0.5), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    assert overlapping(fig) == 3
+    spread_labels(fig)
+    assert overlapping(fig) == 0
