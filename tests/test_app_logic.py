@@ -358,3 +358,54 @@ def test_plot_labels_do_not_overlap(board_rows, tmp_path):
     assert overlapping(fig) == 3
     spread_labels(fig)
     assert overlapping(fig) == 0
+
+
+def test_app_preloads_the_default_comparison_unless_told_not_to(monkeypatch):
+    import app
+    from phi_eval.cli import main as cli_main
+
+    asked = []
+    monkeypatch.setattr(app, "main", lambda **options: asked.append(options["preload"]))
+    assert cli_main(["app", "--no-preload"]) == 0 and cli_main(["app"]) == 0
+    assert asked == [False, True]
+
+
+def test_pool_loads_in_parallel_only_while_memory_covers_them(model_dirs):
+    """Two loads of 1 KiB weights run at once; with free memory for one load only, they run one at a time.
+    A failed load leaves the held models alone."""
+    class SlowLoads:
+        def __init__(self):
+            self.now = self.peak = 0
+            self.lock = threading.Lock()
+
+        def __call__(self, spec):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(0.3)
+            with self.lock:
+                self.now -= 1
+            if spec.target.endswith("third"):
+                raise UsageError("cannot load model 'third'")
+            return FakeModel(spec.target)
+
+    for name in ("fast", "slow"):
+        (model_dirs / name / "model.safetensors").write_bytes(bytes(1024))
+    specs = [parse_model_spec(f"hf:{model_dirs / name}") for name in ("fast", "slow")]
+    for free, expected_peak in ((1e9, 2), (1024 * 5, 1)):  # a load's estimate: 1 KiB x 2 (peak) x 2 (bf16)
+        loader = SlowLoads()
+        pool = ModelPool(capacity=2, loader=loader, free_memory=lambda free=free: free)
+        def use(spec):
+            with pool.use(spec):
+                pass
+
+        threads = [threading.Thread(target=use, args=(s,)) for s in specs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert loader.peak == expected_peak and pool.loads == 2
+    with pytest.raises(UsageError, match="cannot load model 'third'"):
+        with pool.use(parse_model_spec(f"hf:{model_dirs / 'third'}")):
+            pass
+    assert sorted(pool.loaded()) == sorted(s.target for s in specs)
