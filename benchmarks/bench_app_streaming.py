@@ -1,11 +1,18 @@
-"""Concurrency of the app's streaming: the wall time of a two-model side-by-side against each model alone,
-on the same prompt and settings, through the launched app (gradio_client against /compare).
+"""The app's streaming, measured two ways through the launched app (gradio_client against /compare).
+
+Concurrency: the wall time of a two-model side-by-side against each model alone, on the same prompt and settings.
 
     .venv/bin/python benchmarks/bench_app_streaming.py [--fast DIR --slow DIR] [--max-tokens 128] [--repeats 3]
 
+Speed against transformers (--vs-generate SPEC): one side streaming SPEC in the app against transformers'
+`model.generate` on the same loaded model, the same prompt token ids, greedy, the same new-token budget;
+tokens/s of each (generation only: prefill included, loading not), interleaved repeats, outputs compared.
+
+    .venv/bin/python benchmarks/bench_app_streaming.py --vs-generate gemma-3-270m [--max-tokens 64] [--repeats 3]
+
 Ideal: the side-by-side takes as long as the slower model alone (the sides run at once), not the sum of the
-two (one after the other). "Alone" is the same request with the other side left empty (it fails at once with
-"no model chosen"), so all three measurements take the same path. Without --fast/--slow it builds two random
+two (one after the other). "Alone" is side A run by itself (/retry_a, on the session's prompt), the path a
+user's Retry takes. Without --fast/--slow it builds two random
 Phi models with the tests' tokenizer: a fast 4-layer one and a slow 8-layer one.
 """
 from __future__ import annotations
@@ -45,9 +52,16 @@ def make_model(directory: Path, hidden: int, layers: int) -> Path:
 
 
 def timed_compare(client, specs: list[str], max_tokens: int) -> tuple[float, list[dict]]:
+    """Wall time and side records of a comparison; with the second spec empty, side A runs alone (/retry_a,
+    on the prompt of the session's last comparison)."""
     started = time.perf_counter()
-    record = client.predict(*compare_args(specs, PROMPT, max_tokens), api_name="/compare")[-1]
-    return time.perf_counter() - started, record["sides"]
+    if specs[1]:
+        record = client.predict(*compare_args(specs, PROMPT, max_tokens), api_name="/compare")[-1]
+        return time.perf_counter() - started, record["sides"]
+    args = compare_args(specs[:1], PROMPT, max_tokens)
+    shared, view, side_a = args[2:7], args[7:10], args[10:17]
+    record = client.predict(*shared, *view, *side_a, api_name="/retry_a")[-1]
+    return time.perf_counter() - started, [side for side in record["sides"] if side["side"] == "A"]
 
 
 def measure(scratch: Path, args) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -82,13 +96,57 @@ def measure(scratch: Path, args) -> tuple[dict[str, list[float]], dict[str, list
     return walls, finish
 
 
+def vs_generate(spec_text: str, max_tokens: int, repeats: int) -> None:
+    import torch
+    from gradio_client import Client
+
+    import app
+    from phi_eval.app.pool import ModelPool
+
+    pool = ModelPool()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {spec_text}; prompt of {len(PROMPT)} "
+          f"characters, greedy, up to {max_tokens} new tokens, {repeats} repeats (median)")
+    with launched(app.build((spec_text, ""), pool=pool)) as url:
+        client = Client(url, verbose=False)
+        timed_compare(client, [spec_text, spec_text], 2)  # loads the model (once): loading is not measured
+        with pool.use(pool.resolve(spec_text)) as model:  # the very model object the app streams from
+            # The backend's own prompt encoding (special tokens as it adds them), so both get the same ids.
+            ids = torch.tensor([model._encode(PROMPT)], device=model.device)
+            rates: dict[str, list[float]] = {"app (streamed)": [], "transformers generate": []}
+            texts = {}
+            for _ in range(repeats):
+                _, (side,) = timed_compare(client, [spec_text, ""], max_tokens)
+                if side["status"] != "done":
+                    sys.exit(f"the app's side did not finish: {side['status']} {side['error']}")
+                rates["app (streamed)"].append(side["metrics"]["output_tokens"] / side["metrics"]["generation_s"])
+                texts["app"] = side["completion"]
+                started = time.perf_counter()
+                with torch.no_grad():
+                    out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                               do_sample=False, pad_token_id=model.pad_id)
+                seconds = time.perf_counter() - started
+                new = out[0, ids.shape[1]:].tolist()
+                rates["transformers generate"].append(len(new) / seconds)
+                texts["generate"] = model.tokenizer.decode([t for t in new if t != model.eos_id])
+    print("\n| run | tokens/s (median) | all repeats |")
+    print("|---|---|---|")
+    for name, values in rates.items():
+        print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    ratio = statistics.median(rates["app (streamed)"]) / statistics.median(rates["transformers generate"])
+    print(f"\napp / transformers generate (target >= 1.00): {ratio:.2f}")
+    print(f"same completion: {texts['app'] == texts['generate']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", help="model directory of the fast model (default: a random 4-layer Phi)")
     parser.add_argument("--slow", help="model directory of the slow model (default: a random 8-layer Phi)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vs-generate", metavar="SPEC", help="measure SPEC in the app against transformers' generate")
     args = parser.parse_args()
+    if args.vs_generate:
+        return vs_generate(args.vs_generate, args.max_tokens, args.repeats)
     with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch:
         walls, finish = measure(Path(scratch), args)
 

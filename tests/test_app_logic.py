@@ -329,3 +329,83 @@ def test_side_errors_stay_on_their_side_and_the_record_exports(model_dirs):
         comparison.start("  ", config, {})
     with pytest.raises(UsageError, match="press Generate first"):
         Comparison(pool).run_side(0, "x", config, False)
+
+
+def test_plot_labels_do_not_overlap(board_rows, tmp_path):
+    """Points at one size (a model's measured and reported scores, models of equal size) get labels that
+    do not cover each other, in the app's plot and in `phi-eval leaderboard --plot`'s scores.png."""
+    from matplotlib.figure import Figure
+
+    from phi_eval.report.plots import laid_out, spread_labels
+
+    def overlapping(fig) -> int:
+        renderer = laid_out(fig)
+        pairs = 0
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.texts if hasattr(t, "xyann") and t.get_text()]
+            assert all(b.width > 1 for b in boxes)  # drawn, so measured
+            pairs += sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        return pairs
+
+    title, key = next(iter(leaderboard_plots.panels(board_rows).items()))
+    assert overlapping(leaderboard_plots.figure(leaderboard_plots.panel_rows(board_rows, key), title)) == 0
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.scatter([1e9, 1.3e9, 2e9], [0.4, 0.5, 0.6])
+    for name in ("phi-1", "phi-1 (reported)", "same-size"):
+        ax.annotate(name, (1.3e9, 0.5), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    assert overlapping(fig) == 3
+    spread_labels(fig)
+    assert overlapping(fig) == 0
+
+
+def test_app_preloads_the_default_comparison_unless_told_not_to(monkeypatch):
+    import app
+    from phi_eval.cli import main as cli_main
+
+    asked = []
+    monkeypatch.setattr(app, "main", lambda **options: asked.append(options["preload"]))
+    assert cli_main(["app", "--no-preload"]) == 0 and cli_main(["app"]) == 0
+    assert asked == [False, True]
+
+
+def test_pool_loads_in_parallel_only_while_memory_covers_them(model_dirs):
+    """Two loads of 1 KiB weights run at once; with free memory for one load only, they run one at a time.
+    A failed load leaves the held models alone."""
+    class SlowLoads:
+        def __init__(self):
+            self.now = self.peak = 0
+            self.lock = threading.Lock()
+
+        def __call__(self, spec):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(0.3)
+            with self.lock:
+                self.now -= 1
+            if spec.target.endswith("third"):
+                raise UsageError("cannot load model 'third'")
+            return FakeModel(spec.target)
+
+    for name in ("fast", "slow"):
+        (model_dirs / name / "model.safetensors").write_bytes(bytes(1024))
+    specs = [parse_model_spec(f"hf:{model_dirs / name}") for name in ("fast", "slow")]
+    for free, expected_peak in ((1e9, 2), (1024 * 5, 1)):  # a load's estimate: 1 KiB x 2 (peak) x 2 (bf16)
+        loader = SlowLoads()
+        pool = ModelPool(capacity=2, loader=loader, free_memory=lambda free=free: free)
+        def use(spec):
+            with pool.use(spec):
+                pass
+
+        threads = [threading.Thread(target=use, args=(s,)) for s in specs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert loader.peak == expected_peak and pool.loads == 2
+    with pytest.raises(UsageError, match="cannot load model 'third'"):
+        with pool.use(parse_model_spec(f"hf:{model_dirs / 'third'}")):
+            pass
+    assert sorted(pool.loaded()) == sorted(s.target for s in specs)

@@ -4,7 +4,7 @@ marked. Filled points are measured here, hollow points are papers' numbers (as i
 from __future__ import annotations
 
 from phi_eval.app.leaderboard_view import is_contaminated
-from phi_eval.report.plots import MEASURED_COLOR, REPORTED_COLOR, panel_keys
+from phi_eval.report.plots import MEASURED_COLOR, REPORTED_COLOR, panel_keys, spread_labels
 
 AXES = (("parameters", "parameters"), ("training_tokens", "training tokens seen"),
         ("train_compute_flops", "training compute 6·N·D (FLOPs)"))
@@ -59,6 +59,7 @@ def figure(rows: list[dict], title: str):
         Line2D([], [], ls="--", color=FRONTIER_COLOR, label="Pareto frontier"),
         Line2D([], [], ls="", marker="x", markersize=9, color=CONTAMINATED_COLOR, label="contaminated"),
     ], loc="outside lower center", ncols=4, fontsize=8)
+    spread_labels(fig)
     return fig
 
 

@@ -40,6 +40,7 @@ def plot(board: dict, path) -> None:
     ], loc="upper left", fontsize=8)
     if len(panels) > len(shown):
         fig.suptitle(f"First {len(shown)} of {len(panels)} task/metric columns; the Markdown table has them all")
+    spread_labels(fig)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
@@ -71,3 +72,33 @@ def draw_panel(ax, rows: list[dict], x_field: str) -> None:
     if not placed:
         ax.text(0.5, 0.5, f"no model with a known {x_field}", ha="center", va="center",
                 transform=ax.transAxes, fontsize=8, color="gray")
+
+
+def spread_labels(fig, gap_px: float = 1.0) -> None:
+    """Move point labels (annotations) apart so that none covers another: in each panel, from the bottom up,
+    a label that overlaps one already placed goes up above it (its arrow-less offset grows). Run once the
+    figure is complete: it lays the figure out to measure the labels."""
+    renderer = laid_out(fig)
+    points_per_px = 72.0 / fig.dpi
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if hasattr(t, "xyann")]
+        placed = []
+        for label in sorted(labels, key=lambda t: t.get_window_extent(renderer).y0):
+            box = label.get_window_extent(renderer)
+            for other in sorted(placed, key=lambda b: b.y0):
+                if box.overlaps(other):
+                    lift = other.y1 + gap_px - box.y0
+                    x, y = label.xyann
+                    label.xyann = (x, y + lift * points_per_px)
+                    box = label.get_window_extent(renderer)
+            placed.append(box)
+
+
+def laid_out(fig):
+    """Draw the figure (running its constrained layout) on an Agg canvas; returns the renderer, which measures
+    texts where they will be drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
