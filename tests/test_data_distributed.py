@@ -108,6 +108,23 @@ def test_ray_cluster_of_two_cpus_gives_the_same_corpus(tmp_path):
     assert len(list((tmp_path / "ray" / "00-source").glob("*.jsonl"))) == 4
 
 
+def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
+    recipe = write_recipe(tmp_path / "classify.yaml", [
+        {"stage": "source", "inputs": [f"{STDLIB}/{d}" for d in ("json", "email", "xml")]},
+        {"stage": "annotate", "annotator": "heuristic"},
+        {"stage": "classify", "embed_model": f"hf:{tiny_phi_dir}", "label_threshold": 7, "n_estimators": 10,
+         "max_tokens": 64, "device": "cpu"},
+        {"stage": "filter", "keep_fraction": 0.3}])
+    assert run(recipe, tmp_path / "one") == 0
+    assert run(recipe, tmp_path / "two", "--tasks", "3") == 0  # in process: workers would each load torch
+    corpus = read(tmp_path / "two" / "corpus.jsonl")
+    assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
+    assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)
+    report = json.loads((tmp_path / "two" / "pipeline.json").read_text())["stages"][2]["reports"]["report"]
+    assert report["counts"]["graded"] == report["counts"]["train"] + report["counts"]["held_out"] > 40
+    assert set(report["agreement"]) >= {"accuracy", "f1", "spearman", "majority_class_accuracy"}
+
+
 def test_killed_run_resumes_without_repeating_finished_tasks(recipe, one_task, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "phi_eval.cli", "data", "run", str(recipe), "--out", str(tmp_path),
