@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import sysconfig
@@ -72,13 +73,23 @@ def run_single(stages: list[dict], input_path: Path, work: Path) -> dict:
 
 
 def run_datatrove(stages: list[dict], prepared: Path, out: Path, tasks: int, workers: int) -> dict:
-    """`data run` into a copy of the prepared folder (source and annotate done, so skipped)."""
+    """`phi-eval data run` (its own process, as a user runs it) into a copy of the prepared folder,
+    where source and annotate are done and so skipped."""
+    import subprocess
+
+    import yaml
+
     from phi_eval.data.decontaminate import FIELDS, load_benchmarks
-    from phi_eval.data.distributed.runner import run_pipeline
     from phi_eval.data.stage import validate
 
     shutil.copytree(prepared, out)
-    summary = run_pipeline(stages, out, tasks=tasks, workers=workers, progress=False)
+    recipe = yaml.safe_load((ROOT / "recipes" / "phi-tiny.yaml").read_text())
+    recipe["data"] = {"stages": stages, "val_fraction": 0.05}
+    (out.parent / f"{out.name}.yaml").write_text(yaml.safe_dump(recipe))
+    subprocess.run([sys.executable, "-m", "phi_eval.cli", "data", "run", str(out.parent / f"{out.name}.yaml"),
+                    "--out", str(out), "--tasks", str(tasks), "--workers", str(workers), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    summary = json.loads((out / "pipeline.json").read_text())
     results = {}
     for i, stage in enumerate(summary["stages"][2:], 2):
         seconds = sum(v for k, v in summary["phase_seconds"].items() if k.startswith(f"{i:02d}-"))

