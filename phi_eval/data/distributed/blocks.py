@@ -106,6 +106,88 @@ def numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
+class Embed(Block):
+    """First pass of classify: every document's embedding (the costly part), with its key and grade."""
+
+    name = "classify: embed"
+
+    def __init__(self, settings: dict, side_dir: Path, chunk: int = 256):
+        super().__init__()
+        self.settings, self.side_dir, self.chunk = settings, Path(side_dir), chunk
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.contamination.similarity import Embedder
+
+        embedder, rows, vectors, batch = None, [], [], []
+
+        def flush():
+            with self.track_time("batch"):
+                vectors.append(embedder.embed([d.text for d in batch]))
+            self.stat_update("embedded", value=len(batch))
+            batch.clear()
+
+        for document in data:
+            if embedder is None:  # loaded on the first document: a task with none loads no model
+                embedder = Embedder(self.settings["embed_model"], device=self.settings["device"],
+                                    batch_size=self.settings["batch_size"], max_tokens=self.settings["max_tokens"])
+            grade = document.metadata.get("edu_score")
+            rows.append([*key(document), grade if numeric(grade) else None])
+            batch.append(document)
+            if len(batch) == self.chunk:
+                flush()
+        if batch:
+            flush()
+        save_array(side_file(self.side_dir, rank, ".npy"),
+                   np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32))
+        write_atomically(side_file(self.side_dir, rank), rows)  # written last: it marks the pair complete
+        yield from ()
+
+
+class Score(Block):
+    """Last pass of classify: `quality_score`, the forest's probability of "high value"."""
+
+    name = "classify: score"
+
+    def __init__(self, side_dir: Path, forest_file: Path):
+        super().__init__()
+        self.side_dir, self.forest_file = Path(side_dir), Path(forest_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import pickle
+
+        with open(self.forest_file, "rb") as f:
+            forest = pickle.load(f)
+        high = list(forest.classes_).index(1)
+        path = side_file(self.side_dir, rank)
+        rows = {tuple(json.loads(line)[:2]): i for i, line in enumerate(path.read_text().splitlines())}
+        vectors = np.load(path.with_suffix(".npy"))
+        for chunk in chunks(data, 1024):
+            scores = forest.predict_proba(vectors[[rows[key(d)] for d in chunk]])[:, high]
+            for document, score in zip(chunk, scores):
+                document.metadata["quality_score"] = round(float(score), 6)
+                self.stat_update("scored")
+                yield document
+
+
+def chunks(documents, size: int):
+    chunk = []
+    for document in documents:
+        chunk.append(document)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def save_array(path: Path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".writing")
+    with open(partial, "wb") as f:
+        np.save(f, array)
+    partial.replace(path)
+
+
 class CollectScores(Block):
     """First pass of the filter: (score, key) of every document."""
 
@@ -163,11 +245,7 @@ class Signatures(Block):
                 if self.settings["near"]:
                     signatures.append(minhash_of(document.text, self.settings).hashvalues)
         matrix = np.array(signatures, dtype=np.uint64).reshape(len(signatures), self.settings["num_perm"])
-        path = side_file(self.side_dir, rank, ".npy")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".writing"), "wb") as f:
-            np.save(f, matrix)
-        path.with_name(path.name + ".writing").replace(path)
+        save_array(side_file(self.side_dir, rank, ".npy"), matrix)
         write_atomically(side_file(self.side_dir, rank), rows)  # written last: it marks the task's pair complete
         yield from ()  # a generator, so that errors pass through Guard
 

@@ -7,7 +7,7 @@ and completion markers to OUT/logs/NN-STAGE-PHASE/. Per stage:
     source         one phase: the input files dealt to the tasks
     annotate       heuristic: one phase (sampled: hashes -> global sample cut -> grade);
                    llm: run whole (one task: its request loop resumes itself)
-    classify       run whole (one forest over the corpus)
+    classify       embed -> train one forest (graded documents, key order) -> score
     filter         scores -> global cut -> keep
     synthesize     run whole (one task)
     dedup          signatures -> decide (in key order) -> drop
@@ -23,7 +23,7 @@ from phi_eval.data.distributed import blocks, reduce
 from phi_eval.data.distributed.shards import ShardReader, shard_writer, write_json
 from phi_eval.data.stage import label
 
-WHOLE = {"classify", "synthesize"}
+WHOLE = {"synthesize"}
 
 
 @dataclass
@@ -82,6 +82,12 @@ def stage_phases(name: str, settings: dict, previous: Path | None, output: Path,
             return [grade]
         return [("sample", tasks, [read(), blocks.CollectSampleHashes(settings["seed"], work / "sample")]),
                 ("sample-cut", 1, [reduce.SampleCut(settings, work / "sample", work / "sample-cut.json")]), grade]
+    if name == "classify":
+        return [("embed", tasks, [read(), blocks.Embed(settings, work / "embeddings")]),
+                ("train", 1, [reduce.TrainForest(settings, work / "embeddings", work / "forest.pkl",
+                                                 work / "report.json")]),
+                ("score", tasks, [read(), blocks.Score(work / "embeddings", work / "forest.pkl"),
+                                  shard_writer(output)])]
     if name == "filter":
         field = settings["score_field"]
         return [("scores", tasks, [read(), blocks.CollectScores(field, work / "scores")]),

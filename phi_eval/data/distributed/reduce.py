@@ -2,10 +2,10 @@
 
 They read the small side files every task of the previous phase wrote and decide for the whole
 corpus, in the order of the documents' keys (id, text hash), so that the decision does not
-depend on how the corpus was split: the annotation sample, the filter's cut at the global
-quantile (phi-1's "top 20%" of everything, not of each shard), the dedup's survivors. Stages
-without a per-document form (classify: one forest; synthesize and LLM annotation: their own
-resumable request loops) run whole on the merged corpus and deal their output back to shards.
+depend on how the corpus was split: the annotation sample, classify's forest, the filter's cut
+at the global quantile (phi-1's "top 20%" of everything, not of each shard), the dedup's
+survivors. Stages without a per-document form (synthesize, LLM annotation: their own resumable
+request loops) run whole on the merged corpus and deal their output back to shards.
 """
 from __future__ import annotations
 
@@ -73,6 +73,60 @@ class FilterCut(Block):
                        "kept": len(keep), "dropped": len(rows) - len(keep)},
             "kept_fraction_of_scored": round(len(keep) / len(ranked), 6),
             "kept_fraction_of_bytes": round(kept_bytes / total_bytes, 6) if total_bytes else None})
+        yield from ()
+
+
+class TrainForest(Block):
+    """Classify's global step: phi-1's random forest on the graded documents' embeddings, in key order
+    (so the train/held-out split does not depend on the sharding), with classify's agreement report."""
+
+    name = "classify: train"
+
+    def __init__(self, settings: dict, side_dir: Path, forest_file: Path, report_file: Path):
+        super().__init__()
+        self.settings, self.side_dir = settings, Path(side_dir)
+        self.forest_file, self.report_file = Path(forest_file), Path(report_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import pickle
+
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.model_selection import train_test_split
+
+        from phi_eval.data.classify import agreement, graded
+
+        s = self.settings
+        rows, vectors = [], []
+        for path in sorted(self.side_dir.glob("*.jsonl")):
+            mine = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            chosen = [i for i, row in enumerate(mine) if row[2] is not None]
+            rows += [mine[i] for i in chosen]
+            if chosen:
+                vectors.append(np.load(path.with_suffix(".npy"))[chosen])
+        order = sorted(range(len(rows)), key=lambda i: rows[i][:2])
+        grades = [rows[i][2] for i in order]
+        graded([{"edu_score": g} for g in grades], s["label_threshold"])  # too few, or one class: UsageError
+        x = np.concatenate(vectors)[order]
+        labels = np.array([int(g >= s["label_threshold"]) for g in grades])
+        stratify = labels if min(labels.sum(), len(labels) - labels.sum()) >= 2 else None
+        train, test = train_test_split(np.arange(len(labels)), test_size=s["test_fraction"], random_state=s["seed"],
+                                       stratify=stratify)
+        forest = RandomForestClassifier(n_estimators=s["n_estimators"], max_depth=s["max_depth"],
+                                        class_weight="balanced", random_state=s["seed"], n_jobs=1)
+        forest.fit(x[train], labels[train])
+        held_out = forest.predict_proba(x[test])[:, list(forest.classes_).index(1)]
+        report = agreement(labels[test].tolist(), (held_out >= 0.5).astype(int).tolist(), held_out.tolist(),
+                           [grades[t] for t in test])
+        partial = self.forest_file.with_name(self.forest_file.name + ".writing")
+        with open(partial, "wb") as f:
+            pickle.dump(forest, f)
+        partial.replace(self.forest_file)
+        write_json(self.report_file, {
+            "counts": {"graded": len(labels), "train": len(train), "held_out": len(test),
+                       "high_value_graded": int(labels.sum())},
+            "embedding": {"model": s["embed_model"], "dimensions": int(x.shape[1])},
+            "classifier": f"sklearn RandomForestClassifier(n_estimators={s['n_estimators']}, "
+                          f"max_depth={s['max_depth']}, class_weight=balanced)", "agreement": report})
         yield from ()
 
 

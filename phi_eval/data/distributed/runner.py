@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -87,7 +88,11 @@ def make_executor(kind: str, phase: Phase, logs: Path, workers: int, slurm: dict
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
-        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        # fork starts workers fastest, but a parent that has run torch (e.g. a one-task embedding phase)
+        # deadlocks its forked children in torch's thread pool: then a fresh forkserver
+        methods = multiprocessing.get_all_start_methods()
+        start = "fork" if "fork" in methods and "torch" not in sys.modules else \
+            "forkserver" if "forkserver" in methods else "spawn"
         return LocalPipelineExecutor(pipeline, tasks=phase.tasks, workers=min(workers, phase.tasks),
                                      logging_dir=str(logs), start_method=start)
     if kind == "ray":
@@ -152,9 +157,15 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
+    seconds = {}
     for phase in tqdm(phases, desc="data run", unit="phase", disable=not progress, file=sys.stderr):
+        start = time.monotonic()
         run_phase(executor, phase, out, workers, options)
-    return json.loads((out / "pipeline.json").read_text())
+        seconds[phase.name] = round(time.monotonic() - start, 3)  # ~0 for a phase finished before
+    summary = {**json.loads((out / "pipeline.json").read_text()), "executor": executor, "workers": workers,
+               "phase_seconds": seconds}
+    write_json(out / "pipeline.json", summary)
+    return summary
 
 
 def submit_slurm(phases: list[Phase], out: Path, workers: int, options: dict, progress: bool) -> None:
