@@ -255,7 +255,7 @@ def test_bad_out_is_found_before_the_work_and_a_rerun_reuses_the_cache(tiny_phi_
     assert "2 of 2 completions from the cache" in capsys.readouterr().err
 
 
-def test_partial_replay_with_limit_says_how_many_were_covered(bad_files, phi_home, capsys):
+def test_replay_covering_the_first_problems_runs_with_limit(bad_files, phi_home, capsys):
     assert run_main(["run", "--models", f"replay:{bad_files}/one.jsonl", "--tasks", "humaneval", "--limit", "1",
                      "--out", str(bad_files / "out"), "--workers", "1"]) == 0
 
