@@ -6,7 +6,7 @@
    a seeded sample, with `phi-eval data run` (stages source + annotate); the merged result is the
    single-process stages' input, the same documents.
 2. Times, on that input, the stages classify (embeddings of a tiny random Phi, a 20-tree forest),
-   filter (top 20% by quality_score), dedup and decontaminate (HumanEval, MBPP, GSM8K):
+   dedup, decontaminate (HumanEval, MBPP, GSM8K) and filter (top 20% by quality_score):
    - single: the stage functions of phi_eval.data (one process, as `phi-eval data STAGE`);
    - datatrove, 1 worker: `data run --tasks 1 --workers 1`;
    - datatrove, 2 workers: `data run --tasks 4 --workers 2`.
@@ -36,18 +36,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 OUT = ROOT / "benchmarks" / "out"
 BENCHMARKS = next((p for p in (ROOT.parent / "shared" / "benchmarks", Path("/work/shared/benchmarks")) if p.is_dir()),
                   None)
-STAGES = ("classify", "filter", "dedup", "decontaminate")
+STAGES = ("classify", "dedup", "decontaminate", "filter")
 
 
 def stage_settings(embed_dir: Path) -> list[dict]:
     decontaminate = {"stage": "decontaminate", "tasks": ["humaneval", "mbpp", "gsm8k"] if BENCHMARKS else ["humaneval"]}
     if BENCHMARKS:
         decontaminate["data_dir"] = str(BENCHMARKS)
+    # filter last: dedup and decontaminate then see the whole corpus, not its top fifth
     return [{"stage": "classify", "embed_model": f"hf:{embed_dir}", "label_threshold": 7, "n_estimators": 20,
              "max_tokens": 128, "device": "cpu"},
-            {"stage": "filter", "keep_fraction": 0.2},
             {"stage": "dedup"},
-            decontaminate]
+            decontaminate,
+            {"stage": "filter", "keep_fraction": 0.2}]
 
 
 def prefix(sample: int) -> list[dict]:
@@ -95,7 +96,8 @@ def run_datatrove(stages: list[dict], prepared: Path, out: Path, tasks: int, wor
         seconds = sum(v for k, v in summary["phase_seconds"].items() if k.startswith(f"{i:02d}-"))
         results[stage["stage"]] = {"seconds": seconds, "input": summary["stages"][i - 1]["documents"]}
     start = time.monotonic()
-    load_benchmarks(validate(FIELDS, {k: v for k, v in stages[-1].items() if k != "stage"}, "bench"))
+    decontaminate = next(s for s in stages if s["stage"] == "decontaminate")
+    load_benchmarks(validate(FIELDS, {k: v for k, v in decontaminate.items() if k != "stage"}, "bench"))
     results["decontaminate"]["seconds"] += time.monotonic() - start  # the plan loads them outside the phases
     corpus = out / "corpus.jsonl"
     return {"stages": results, "corpus": corpus.read_bytes(), "ids": sorted(json.loads(l)["id"] for l in corpus.open())}
@@ -129,6 +131,7 @@ def main() -> None:
                 (prepared[tasks] / leftover).unlink()
         single_input = tmp / "annotated.jsonl"
         documents, _ = write_sorted(prepared[1] / "01-annotate", single_input)
+        text_bytes = sum(len(json.loads(line)["text"].encode()) for line in single_input.open())
         print(f"corpus: {documents:,} documents of the standard library, {args.sample} graded", file=sys.stderr)
 
         single = run_single(stages, single_input, tmp / "single")
@@ -143,7 +146,7 @@ def main() -> None:
                      "two_workers_docs_per_s": docs / t, "speedup_two_workers": o / t, "overhead_one_worker": o / s - 1})
     total = {k: sum(r["stages"][n]["seconds"] for n in STAGES) for k, r in
              (("single", single), ("one", one), ("two", two))}
-    result = {"documents": documents, "sample": args.sample, "tasks_two_workers": args.tasks, "stages": rows,
+    result = {"documents": documents, "mean_document_bytes": round(text_bytes / documents), "sample": args.sample, "tasks_two_workers": args.tasks, "stages": rows,
               "total_seconds": total, "speedup_two_workers": total["one"] / total["two"],
               "overhead_one_worker": total["one"] / total["single"] - 1,
               "same_corpus_one_vs_two_workers": one["corpus"] == two["corpus"],

@@ -28,7 +28,8 @@ def close_task_logger(logfile) -> None:
 
 def quiet_console() -> None:
     logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="datatrove: {message}", filter=lambda r: r["exception"] is None)
+    # errors only: datatrove warns once per Ray phase that a local logging folder must be shared
+    logger.add(sys.stderr, level="ERROR", format="datatrove: {message}", filter=lambda r: r["exception"] is None)
 
 
 executor_base.add_task_logger = file_only_task_logger
