@@ -27,7 +27,7 @@ from phi_eval.app import leaderboard_plots, leaderboard_view, samples_view  # no
 from phi_eval.app.comparison import SIDES, Comparison  # noqa: E402
 from phi_eval.app.diff import word_diff  # noqa: E402
 from phi_eval.app.pool import ModelPool  # noqa: E402
-from phi_eval.app.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
+from phi_eval.app.presets import DEFAULT_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 from phi_eval.app.render import completion_html, diff_html, metrics_markdown, samples_html  # noqa: E402
 from phi_eval.app.repetition import repetition  # noqa: E402
 from phi_eval.app.settings import format_stops, generation_config  # noqa: E402
@@ -93,7 +93,7 @@ def settings_fields(preset) -> list:
 
 def side_ui(index: int, default: str, choices: list[str], preset) -> SideUI:
     label = SIDES[index]
-    with gr.Column(visible=index < 2, min_width=260) as column:
+    with gr.Column(visible=index < 2 or bool(default), min_width=260) as column:
         spec = gr.Dropdown(choices, value=default, allow_custom_value=True, label=f"model {label}", info=SPEC_HELP)
         with gr.Accordion(f"override the shared settings for {label}", open=False):
             override = gr.Checkbox(False, label=f"use these settings for {label}")
@@ -129,7 +129,7 @@ def build_side_by_side(pool: ModelPool, default_models) -> None:
     comparison = gr.State(lambda: Comparison(pool), delete_callback=lambda c: c.stop_all())
     with gr.Row():
         preset_name = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="preset prompt", scale=2)
-        n_sides = gr.Radio([2, 3, 4], value=2, label="models", scale=1)
+        n_sides = gr.Radio([2, 3, 4], value=max(2, sum(map(bool, default_models))), label="models", scale=1)
     prompt = gr.Textbox(preset.prompt, lines=4, label="prompt", elem_id="prompt")
     with gr.Accordion("generation settings (shared by all sides)", open=True):
         shared = settings_fields(preset)
@@ -295,7 +295,7 @@ def build_samples(default_dir: str) -> None:
 
 # ------------------------------------------------------------------------------------------- page
 
-def build(default_models=("phi-tiny", ""), pool: ModelPool | None = None, leaderboards=(), samples_dir: str = "") -> gr.Blocks:
+def build(default_models=DEFAULT_MODELS, pool: ModelPool | None = None, leaderboards=(), samples_dir: str = "") -> gr.Blocks:
     pool = pool or ModelPool()
     with gr.Blocks(title="phi-eval") as demo:
         gr.Markdown("# phi-eval")
