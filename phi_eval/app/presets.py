@@ -32,5 +32,6 @@ PRESETS = {
         "Answer:", stop=("Question:",), max_tokens=128),
 }
 DEFAULT_PRESET = "Self-awareness (the talk)"
-# The comparison the page opens with (and preloads): this project's tiny model and two real small models.
+# The talk's slide offline: the tiny phi trained here beside two real pretrained models shipped as pip packages
+# (greedy, one seed), each side on one model.
 DEFAULT_MODELS = ("phi-tiny", "smollm2-135m-instruct", "gemma-3-270m")

@@ -26,7 +26,7 @@ from phi_eval.models.hf_measures import HFMeasures
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_BATCH_START = 64
 STOP_WINDOW_TOKENS = 24  # stop sequences are short; only the tail of a row is decoded each step
-TAIL_SPLIT = 0.5  # rows after a shared prefix run in a second pass once they are under half the longest
+TAIL_SPLIT = 0.5  # rows after a shared prefix run in a new pass once under this fraction of the pass's longest
 MIN_PREFIX_GROUP = 8  # log-likelihood requests that may share one prefix pass, whatever the batch size
 
 
@@ -445,14 +445,16 @@ class HFModel(HFMeasures):
                 picks[g, k] = [wanted.setdefault((g, p, full[p + 1]), len(wanted))
                                for p in range(len(context) - 1, length)]
         states, cache = self._head.forward(prefix.to(self.device), use_cache=True)
-        scores = [self._scores_at(states, wanted)]
+        gathered = [self._gather(states, wanted)]  # all positions reach the vocabulary together, below
         # (group, member, context + continuation, tokens after the prefix but the last), longest first
         rows = sorted(((g, k, context + continuation, (context + continuation)[length:-1])
                        for g, (length, members) in enumerate(groups)
                        for k, (context, continuation) in enumerate(members)),
                       key=lambda row: -len(row[3]))
-        starts = [0] + [i for i in range(1, len(rows)) if len(rows[i][3]) < TAIL_SPLIT * len(rows[0][3])
-                        and len(rows[i - 1][3]) >= TAIL_SPLIT * len(rows[0][3])]
+        starts = [0]
+        for i in range(1, len(rows)):
+            if len(rows[i][3]) < TAIL_SPLIT * len(rows[starts[-1]][3]):
+                starts.append(i)
         done = len(wanted)
         for start, end in zip(starts, starts[1:] + [len(rows)]):
             chunk = rows[start:end]
@@ -472,17 +474,17 @@ class HFModel(HFMeasures):
             positions = torch.tensor([groups[g][0] for g, _, _, _ in chunk])[:, None] + torch.arange(tail_width)
             states, _ = self._head.forward(tail.to(self.device), attention_mask=attention.to(self.device),
                                            position_ids=positions.to(self.device), **{self._cache_arg: chunk_cache})
-            scores.append(self._scores_at(states, wanted))
+            gathered.append(self._gather(states, wanted))
             done += len(wanted)
-        logprobs, greedy = torch.cat([lp for lp, _ in scores]), torch.cat([gr for _, gr in scores])
+        logprobs, greedy = self._head.score(torch.cat([s for s, _ in gathered]), [t for _, ts in gathered for t in ts])
         return [[self._continuation_score(logprobs[picks[g, k]], greedy[picks[g, k]]) for k in range(len(members))]
                 for g, (_, members) in enumerate(groups)]
 
-    def _scores_at(self, states: torch.Tensor, wanted: dict[tuple[int, int, int], int]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-probs, is-argmax) of the (row, position, target) keys of `wanted`, in its index order."""
+    @staticmethod
+    def _gather(states: torch.Tensor, wanted: dict[tuple[int, int, int], int]) -> tuple[torch.Tensor, list[int]]:
+        """(states, target tokens) of the (row, position, target) keys of `wanted`, in its index order."""
         keys = sorted(wanted, key=wanted.__getitem__)
-        return self._head.score(states[[r for r, _, _ in keys], [p for _, p, _ in keys]], [t for _, _, t in keys])
+        return states[[r for r, _, _ in keys], [p for _, p, _ in keys]], [t for _, _, t in keys]
 
     @staticmethod
     def _continuation_score(logprobs: torch.Tensor, greedy: torch.Tensor) -> tuple[float, bool]:

@@ -121,7 +121,7 @@ def measured_rows(path: Path, results: dict, model: str, card: Card | None) -> l
                 "measured", model, card, task, metric, parameters,
                 reported=card.reported_score(task, metric) if card else None,
                 filter_=filter_ or None, value=value, stderr=number(metrics.get(stderr_key)),
-                n=sample_count(results, task), n_shot=shot_count(results, task),
+                n=sample_count(results, task), n_total=total_count(results, task), n_shot=shot_count(results, task),
                 contamination=contamination.get(task), run_dir=str(path.parent),
             ))
     return rows
@@ -139,8 +139,8 @@ def reported_rows(measured: list[dict], zoo: dict[str, Card]) -> list[dict]:
 
 
 def make_row(kind: str, model: str, card: Card | None, task: str, metric: str, parameters: int | None, *,
-             reported: ReportedScore | None = None, filter_=None, value=None, stderr=None, n=None, n_shot=None,
-             contamination=None, run_dir=None) -> dict:
+             reported: ReportedScore | None = None, filter_=None, value=None, stderr=None, n=None, n_total=None,
+             n_shot=None, contamination=None, run_dir=None) -> dict:
     tokens = card.training_tokens if card else None
     return {
         "kind": kind,
@@ -152,6 +152,7 @@ def make_row(kind: str, model: str, card: Card | None, task: str, metric: str, p
         "value": value,
         "stderr": stderr,
         "n": n,
+        "n_total": n_total,  # the task's items; more than n where --limit cut the run
         "n_shot": n_shot,
         "reported_value": reported.value if reported else None,
         "reported_n_shot": reported.n_shot if reported else None,
@@ -174,6 +175,11 @@ def sample_count(results: dict, task: str) -> int | None:
         return None
     effective = number(counts.get("effective"))
     return effective if effective is not None else number(counts.get("original"))
+
+
+def total_count(results: dict, task: str) -> int | None:
+    counts = (results.get("n-samples") or {}).get(task)
+    return number(counts.get("original")) if isinstance(counts, dict) else None
 
 
 def shot_count(results: dict, task: str) -> int | None:
@@ -223,7 +229,8 @@ def to_markdown(board: dict) -> str:
     lines = ["# Leaderboard", "",
              f"Generated {board['generated_at']} from {len(board['runs'])} results file(s). "
              "Measured rows come first; reported numbers are the cited papers' own. "
-             "Δ = measured − reported. Compute is 6·N·D (parameters × training tokens seen).", ""]
+             "Δ = measured − reported. n is the items scored (of the task's total where --limit cut the run). "
+             "Compute is 6·N·D (parameters × training tokens seen).", ""]
     for (task, metric, filter_), rows in group_rows(board["rows"]).items():
         heading = f"## {task} · {metric}" + (f" ({filter_})" if filter_ not in (None, "none") else "")
         show_contamination = any(r["contamination"] for r in rows)
@@ -232,7 +239,7 @@ def to_markdown(board: dict) -> str:
             header.append("Contamination")
         lines += [heading, "", table_line(header), table_line(["---"] * len(header))]
         for row in rows:
-            cells = [row["model"], fmt_measured(row) + (" †" if flagged(row) else ""), fmt(row["n"], str),
+            cells = [row["model"], fmt_measured(row) + (" †" if flagged(row) else ""), fmt_n(row),
                      fmt_shots(row), fmt_reported(row), fmt(row["delta"], "{:+.3f}".format),
                      fmt(row["parameters"], human),
                      fmt(row["training_tokens"], human), fmt(row["train_compute_flops"], "{:.2e}".format),
@@ -295,6 +302,11 @@ def fmt_measured(row: dict) -> str:
     if row["value"] is None:
         return "—"
     return f"{row['value']:.3f}" + (f" ± {row['stderr']:.3f}" if row["stderr"] is not None else "")
+
+
+def fmt_n(row: dict) -> str:
+    n, total = row["n"], row.get("n_total")
+    return f"{n} of {total}" if n is not None and total is not None and total > n else fmt(n, str)
 
 
 def fmt_reported(row: dict) -> str:

@@ -13,10 +13,22 @@ from phi_eval.errors import UsageError
 MAX_COLUMNS = 6  # beyond this the panels get too narrow to read; the Markdown has every task
 AXES = (("parameters", "parameters"), ("train_compute_flops", "training compute 6·N·D (FLOPs)"))
 MEASURED_COLOR, REPORTED_COLOR = "tab:blue", "tab:orange"
+DPI = 120
+# Where a point's label may go, in points from the point, tried in order: right, then further up or down
+# the right side, then the left side (x = None: the label's right edge just left of the point).
+LABEL_OFFSETS = [(4, 3)] + [(x, 3 + sign * step) for x in (4, None) for step in range(9, 64, 9)
+                            for sign in (-1, 1)] + [(None, 3)]
 
 
 def plot(board: dict, path) -> None:
     """Write a PNG of the leaderboard's measured tasks (the first MAX_COLUMNS of them)."""
+    fig = figure(board)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+
+
+def figure(board: dict):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
     from matplotlib.lines import Line2D
 
@@ -24,7 +36,8 @@ def plot(board: dict, path) -> None:
     if not panels:
         raise UsageError("the leaderboard has no measured scores to plot; check the run directories given")
     shown = panels[:MAX_COLUMNS]
-    fig = Figure(figsize=(4.2 * len(shown), 7.5), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(shown), 7.5), layout="constrained", dpi=DPI)
+    FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(shown), squeeze=False)
     for col, (task, metric, filter_) in enumerate(shown):
         rows = [r for r in board["rows"] if r["task"] == task and r["metric"] == metric
@@ -41,8 +54,7 @@ def plot(board: dict, path) -> None:
     if len(panels) > len(shown):
         fig.suptitle(f"First {len(shown)} of {len(panels)} task/metric columns; the Markdown table has them all")
     spread_labels(fig)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def panel_keys(rows: list[dict]) -> list[tuple]:
@@ -64,8 +76,9 @@ def draw_panel(ax, rows: list[dict], x_field: str) -> None:
                 ax.plot([x, x], [measured, reported], ls=":", color="gray", zorder=1)
         if reported is not None:
             ax.scatter([x], [reported], facecolors="none", edgecolors=REPORTED_COLOR, zorder=2)
-        ax.annotate(row["model"], (x, measured if measured is not None else reported),
-                    xytext=(4, 3), textcoords="offset points", fontsize=7)
+        label = ax.annotate(row["model"], (x, measured if measured is not None else reported),
+                            xytext=LABEL_OFFSETS[0], textcoords="offset points", fontsize=7)
+        label.set_in_layout(False)  # placed after the layout settles; must not move it
         placed += 1
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)  # room for the many 0.0 scores of small baselines
@@ -74,31 +87,45 @@ def draw_panel(ax, rows: list[dict], x_field: str) -> None:
                 transform=ax.transAxes, fontsize=8, color="gray")
 
 
-def spread_labels(fig, gap_px: float = 1.0) -> None:
-    """Move point labels (annotations) apart so that none covers another: in each panel, from the bottom up,
-    a label that overlaps one already placed goes up above it (its arrow-less offset grows). Run once the
-    figure is complete: it lays the figure out to measure the labels."""
+def spread_labels(fig) -> None:
+    """Move the point labels of every panel apart so that none covers another (leaderboard plots here and in
+    the app). Run once the figure is complete: it lays the figure out to measure the labels."""
     renderer = laid_out(fig)
-    points_per_px = 72.0 / fig.dpi
     for ax in fig.axes:
-        labels = [t for t in ax.texts if hasattr(t, "xyann")]
-        placed = []
-        for label in sorted(labels, key=lambda t: t.get_window_extent(renderer).y0):
-            box = label.get_window_extent(renderer)
-            for other in sorted(placed, key=lambda b: b.y0):
-                if box.overlaps(other):
-                    lift = other.y1 + gap_px - box.y0
-                    x, y = label.xyann
-                    label.xyann = (x, y + lift * points_per_px)
-                    box = label.get_window_extent(renderer)
-            placed.append(box)
+        place_labels(ax, renderer)
 
 
 def laid_out(fig):
     """Draw the figure (running its constrained layout) on an Agg canvas; returns the renderer, which measures
-    texts where they will be drawn."""
+    texts where they will be drawn (labels are placed in display space, where overlaps show)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return canvas.get_renderer()
+
+
+def place_labels(ax, renderer) -> None:
+    """Move each point label to the first offset where it overlaps no label placed before it (the one with
+    least overlap where none is free): simple greedy repulsion, lowest points first."""
+    labels = sorted((t for t in ax.texts if t.get_text() and hasattr(t, "xyann")), key=lambda t: t.xy[::-1])
+    placed = []
+    for label in labels:
+        width = label.get_window_extent(renderer).width * 72 / ax.figure.dpi
+        best, best_overlap = None, None
+        for dx, dy in LABEL_OFFSETS:
+            label.xyann = (-width - 4 if dx is None else dx, dy)
+            box = label.get_window_extent(renderer)
+            overlap = sum(overlap_area(box, other) for other in placed)
+            if best_overlap is None or overlap < best_overlap:
+                best, best_overlap = label.xyann, overlap
+            if not overlap:
+                break
+        label.xyann = best
+        placed.append(label.get_window_extent(renderer))
+
+
+def overlap_area(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
