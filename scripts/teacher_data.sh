@@ -47,44 +47,6 @@ phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size
     --score expected --max-tokens 2 --completion-template "$chatml "
 phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-24}" \
     --temperature 0.7 --max-tokens 4 --completion-template "$chatml"
-python -m phi_eval.data.teacher reports the agreement
-#      and writes grades.jsonl, which `annotate --annotator file` replays in the recipe;
-#   2. write textbook sections (topic x audience) and HumanEval-style exercises (topic x
-#      function name), deduplicated, with diversity statistics in their manifests.
-# Every answer is cached and every stage resumes after a kill: rerun to continue.
-#
-#   bash scripts/teacher_data.sh [OUT_DIR]      (sizes: ANNOTATE, AGREEMENT, TEXTBOOKS, EXERCISES)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
-       HF_UPDATE_DOWNLOAD_COUNTS=0 TOKENIZERS_PARALLELISM=false
-PATH="$PWD/.venv/bin:$PATH"
-teacher=${1:-recipes/teacher}
-port=${PORT:-8765}  # part of the answers' cache key: keep it to reuse cached answers
-work=${TEACHER_WORK:-runs/teacher-work}
-mkdir -p "$teacher" "$work"
-
-phi-eval serve smollm2-135m-instruct --port "$port" --device cpu > "$work/serve.log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 300); do
-    if python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=1)" \
-        2>/dev/null; then break; fi
-    sleep 1
-done
-
-endpoint=(--model smollm2-135m-instruct --base-url "http://127.0.0.1:$port/v1" --api chat
-          --timeout-seconds 3000)  # a CPU batch of 32 long replies takes minutes
-stdlib=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
-phi-eval data source "$stdlib" --exclude-dirs __pycache__ site-packages test tests idle_test --out "$work/source.jsonl"
-
-# SmolLM2's chat template, its answer begun: asked through chat, a 135M model writes prose, not a grade.
-chatml=$'<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\nEducational value (0-10):'
-grade=(--input "$work/source.jsonl" --seed 0 --max-chars 600 --max-tokens 4 --concurrency 32
-       --stands-in-for "GPT-4 (phi-1's annotator)" "${endpoint[@]}" --api completions --completion-template "$chatml")
-phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size "${ANNOTATE:-48}" --temperature 0
-phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-24}" \
-    --temperature 0.7
 python -m phi_eval.data.teacher "$work/annotated.jsonl" "$work/annotated-t07.jsonl" --out "$teacher" --threshold 7
 cp "$work/annotated.manifest.json" "$teacher/annotate.manifest.json"
 
