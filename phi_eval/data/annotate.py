@@ -9,6 +9,10 @@ baseline of phi_eval.data.heuristic, named as such in every record. `annotator: 
 grades recorded earlier (`grades_file`: JSONL of {"sha256" of the text, "edu_score",
 "edu_annotator"}, e.g. a teacher's grades committed with a study, see phi_eval.data.teacher),
 matched to documents by the hash of their text, so a study reruns without its teacher.
+Small local teachers: `completion_template` wraps the prompt for the completions API (the
+model's chat template with the answer begun), and `score: expected` grades by the mean grade
+under the model's distribution over its first answer tokens (logprobs), for a model whose
+greedy answer is the same for every document.
 
 Every document is written out; the graded ones gain `edu_score` (a number or null),
 `edu_annotator` and, for the LLM, `edu_answer` (the raw reply, cut at 200 characters).
