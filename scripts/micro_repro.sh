@@ -10,8 +10,9 @@
 # OUT/timings.tsv (seconds per stage). Every model and data stage resumes after a kill.
 #
 #   bash scripts/micro_repro.sh [key=value overrides for both recipes...]
-#   (SEEDS=5, OUT=runs/micro-repro, CONTAMINATION=ngram,embedding,ast; REGENERATE=1 remakes the
-#    teacher's data, committed in recipes/teacher/, with scripts/teacher_data.sh: hours on 2 cores)
+#   (SEEDS=5, N_SAMPLES=10 per HumanEval problem, LIMIT=all problems, OUT=runs/micro-repro,
+#    CONTAMINATION=ngram,embedding,ast; REGENERATE=1 remakes the teacher's data, committed in
+#    recipes/teacher/, with scripts/teacher_data.sh: hours on 2 cores for a few hundred documents)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
@@ -28,6 +29,8 @@ timed() {  # timed NAME COMMAND...: run it and log its wall time
     "$@"
     printf '%s\t%s\n' "$name" "$((SECONDS - start))" | tee -a "$timings"
 }
+limit_args=()
+if [ -n "${LIMIT:-}" ]; then limit_args=(--limit "$LIMIT"); fi
 data_args=()
 data_dir=${DATA_DIR:-../shared/benchmarks}
 if [ -f "$data_dir/mbpp/mbpp.jsonl" ]; then data_args=(--data-dir "$data_dir"); fi
@@ -45,9 +48,10 @@ timed train-web-seed0 phi-eval train recipes/phi-tiny-web.yaml "$@"
 #    threshold, so the embedding method lists neighbours and flags nothing).
 timed contamination phi-eval contamination --corpus "$teacher/textbook.jsonl" "$teacher/exercises.jsonl" \
     --tasks humaneval,mbpp --methods "${CONTAMINATION:-ngram,embedding,ast}" --embed-model smollm2-135m-instruct \
-    --device cpu -o "$out/contamination.json" --md "$out/contamination.md" "${data_args[@]}"
+    --device cpu -o "$out/contamination.json" --md "$out/contamination.md" "${data_args[@]}" "${limit_args[@]}"
 
 # 4. Every seed of both arms (web first: the textbook pipeline needs phi-tiny-web), then the study.
 timed compare phi-eval train recipes/phi-tiny-web.yaml --compare recipes/phi-tiny-textbook.yaml \
-    --seeds "${SEEDS:-5}" --contamination "$out/contamination.json" --out "$out" "${data_args[@]}" "$@"
+    --seeds "${SEEDS:-5}" --n-samples "${N_SAMPLES:-10}" "${limit_args[@]}" --contamination "$out/contamination.json" \
+    --out "$out" "${data_args[@]}" "$@"
 cat "$out/comparison.md"

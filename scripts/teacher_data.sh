@@ -3,9 +3,10 @@
 # (scripts/micro_repro.sh runs this only when that folder is empty, or with REGENERATE=1).
 # SmolLM2-135M-Instruct, served offline by `phi-eval serve`, stands in for phi-1's GPT-4
 # annotator and GPT-3.5 writer:
-#   1. grade a seeded sample of the standard library 0-10 with phi-1's prompt (T=0), and a
-#      subset of it again at T=0.7: python -m phi_eval.data.teacher reports the agreement
-#      and writes grades.jsonl, which `annotate --annotator file` replays in the recipe;
+#   1. grade a seeded sample of the standard library 0-10 with phi-1's prompt (the expected
+#      grade from the logprobs), and a subset of it again by a sampled answer at T=0.7:
+#      python -m phi_eval.data.teacher reports the agreement and writes grades.jsonl, which
+#      `annotate --annotator file` replays in the recipe;
 #   2. write textbook sections (topic x audience) and HumanEval-style exercises (topic x
 #      function name), deduplicated, with diversity statistics in their manifests.
 # Every answer is cached and every stage resumes after a kill: rerun to continue.
@@ -35,22 +36,26 @@ endpoint=(--model smollm2-135m-instruct --base-url "http://127.0.0.1:$port/v1" -
 stdlib=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 phi-eval data source "$stdlib" --exclude-dirs __pycache__ site-packages test tests idle_test --out "$work/source.jsonl"
 
-# SmolLM2's chat template, its answer begun: asked through chat, a 135M model writes prose, not a grade.
+# SmolLM2's chat template with its answer begun: asked through chat, a 135M model writes prose, not a
+# grade; asked this way its greedy answer is 10 for every file, so the grades used are the expected
+# grade under its distribution over the first digits (--score expected). A sampled answer at T=0.7
+# is the second grading, for the agreement report.
 chatml=$'<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\nEducational value (0-10):'
-grade=(--input "$work/source.jsonl" --seed 0 --max-chars 1200 --max-tokens 4 --concurrency 32
-       --stands-in-for "GPT-4 (phi-1's annotator)" "${endpoint[@]}" --api completions --completion-template "$chatml")
-phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size "${ANNOTATE:-120}" --temperature 0
-phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-60}" \
-    --temperature 0.7
+grade=(--input "$work/source.jsonl" --seed 0 --max-chars 600 --concurrency 32
+       --stands-in-for "GPT-4 (phi-1's annotator)" "${endpoint[@]}" --api completions)
+phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size "${ANNOTATE:-48}" --temperature 0 \
+    --score expected --max-tokens 2 --completion-template "$chatml "
+phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-24}" \
+    --temperature 0.7 --max-tokens 4 --completion-template "$chatml"
 python -m phi_eval.data.teacher "$work/annotated.jsonl" "$work/annotated-t07.jsonl" --out "$teacher" --threshold 7
 cp "$work/annotated.manifest.json" "$teacher/annotate.manifest.json"
 
 # Both kinds at once, with the same decoding settings, so the server batches them together.
 write=(--seed 0 --temperature 0.8 --max-tokens 256 --concurrency 16 --stands-in-for "GPT-3.5 (phi-1's writer)"
        "${endpoint[@]}")
-phi-eval data synthesize "${write[@]}" --kind textbook --count "${TEXTBOOKS:-12}" --out "$work/textbook.jsonl" &
+phi-eval data synthesize "${write[@]}" --kind textbook --count "${TEXTBOOKS:-4}" --out "$work/textbook.jsonl" &
 textbooks=$!
-phi-eval data synthesize "${write[@]}" --kind exercises --count "${EXERCISES:-12}" --out "$work/exercises.jsonl"
+phi-eval data synthesize "${write[@]}" --kind exercises --count "${EXERCISES:-4}" --out "$work/exercises.jsonl"
 wait "$textbooks"
 for kind in textbook exercises; do
     cp "$work/$kind.jsonl" "$teacher/$kind.jsonl"

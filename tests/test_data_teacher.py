@@ -105,3 +105,34 @@ def test_completion_template_wraps_the_grading_prompt(tmp_path, phi_home):
             run_annotate({**settings, "api": "chat"}, corpus, tmp_path / "o.jsonl", show_progress=False)
     finally:
         server.close()
+
+
+def test_expected_grade_from_first_token_logprobs():
+    import math
+
+    from phi_eval.data.annotate import expected_grade
+
+    log = math.log
+    # "1" then "0" with probability 0.75: P(10) = 0.6 * 0.75, P(1) = 0.6 * 0.25; "5" 0.2; "0" 0.2.
+    answer = {"tokens": ["1", "0"], "top": [{"1": log(0.6), "5": log(0.2), "0": log(0.2), "The": log(0.1)},
+                                             {"0": log(0.75), "\n": log(0.25)}]}
+    assert expected_grade(answer) == pytest.approx((10 * 0.45 + 1 * 0.15 + 5 * 0.2) / 1.0, abs=1e-4)
+    assert expected_grade({"tokens": ["7"], "top": [{" 7": log(0.5), " 3": log(0.5)}]}) == 5.0
+    assert expected_grade({"tokens": ["x"], "top": [{"x": 0.0}]}) is None and expected_grade(None) is None
+
+
+def test_annotate_expected_score_asks_for_logprobs(tmp_path, phi_home):
+    from test_data_llm import FakeEndpoint
+
+    server = FakeEndpoint(reply=lambda prompt: "7")
+    try:
+        corpus = write(tmp_path / "c.jsonl", [{"id": "a", "text": "x = 1\n"}])
+        settings = validate(ANNOTATE_FIELDS, {"model": "teacher", "base_url": server.base_url, "api": "completions",
+                                              "score": "expected"}, "--")
+        manifest = run_annotate(settings, corpus, tmp_path / "out.jsonl", show_progress=False)
+        assert server.bodies[0]["logprobs"] == 20
+        assert manifest["counts"]["unparsable"] == 1  # the fake server returns no logprobs: no grade, not a guess
+        with pytest.raises(UsageError, match="--score: expected needs api completions"):
+            run_annotate({**settings, "api": "chat"}, corpus, tmp_path / "o.jsonl", show_progress=False)
+    finally:
+        server.close()

@@ -9,6 +9,10 @@ baseline of phi_eval.data.heuristic, named as such in every record. `annotator: 
 grades recorded earlier (`grades_file`: JSONL of {"sha256" of the text, "edu_score",
 "edu_annotator"}, e.g. a teacher's grades committed with a study, see phi_eval.data.teacher),
 matched to documents by the hash of their text, so a study reruns without its teacher.
+Small local teachers: `completion_template` wraps the prompt for the completions API (the
+model's chat template with the answer begun), and `score: expected` grades by the mean grade
+under the model's distribution over its first answer tokens (logprobs), for a model whose
+greedy answer is the same for every document.
 
 Every document is written out; the graded ones gain `edu_score` (a number or null),
 `edu_annotator` and, for the LLM, `edu_answer` (the raw reply, cut at 200 characters).
@@ -51,6 +55,10 @@ FIELDS = {
     "max_chars": Field("int", 6000, minimum=100, help="document characters shown to the model"),
     "max_tokens": Field("int", 16, minimum=1, help="tokens the model may answer with"),
     "temperature": Field("number", 0.0, minimum=0),
+    "score": Field("choice", "answer", choices=("answer", "expected"),
+                   help="answer: the grade in the reply; expected: the probability-weighted mean grade from the "
+                   "answer's first tokens' logprobs (api completions, the template ending where the number starts), "
+                   "which still ranks documents when a small model gives every one the same grade"),
     "completion_template": Field("str", help="with api completions: the text sent, {prompt} standing for the grading "
                                  "prompt; e.g. the model's chat template ending in 'Score (0-10):', so that a small "
                                  "model answers with the number rather than prose"),
@@ -80,6 +88,32 @@ def parse_score(answer: str | None) -> float | None:
     return next((float(WORDS[w]) for w in words if w in WORDS), None)
 
 
+TOP_LOGPROBS = 20
+
+
+def expected_grade(logprobs: dict | None) -> float | None:
+    """The mean grade under the model's distribution over its first answer token (digits 0-9, or a
+    whole grade 0-10 where the tokenizer has one), renormalised over those tokens. With one-digit
+    tokens "1" starts both 1 and 10: when the answer's first token is "1", P("0" | "1") from the
+    second token splits it; otherwise "1" counts as 1. None when no grade token is among the top."""
+    import math
+
+    if not logprobs or not logprobs.get("top"):
+        return None
+    weights: dict[int, float] = {}
+    for token, logprob in logprobs["top"][0].items():
+        text = token.strip()
+        if text.isdigit() and int(text) <= 10:
+            weights[int(text)] = weights.get(int(text), 0.0) + math.exp(logprob)
+    tokens = logprobs.get("tokens") or []
+    if 1 in weights and tokens and tokens[0].strip() == "1" and len(logprobs["top"]) > 1:
+        ten = math.exp(logprobs["top"][1].get("0", -math.inf))
+        weights[10] = weights.get(10, 0.0) + weights[1] * ten
+        weights[1] *= 1 - ten
+    total = sum(weights.values())
+    return round(sum(g * w for g, w in weights.items()) / total, 4) if total else None
+
+
 def sampled(ids: list[str], settings: dict) -> set[int]:
     """Indexes of the documents to grade: the lowest seeded hashes of their ids (order-independent)."""
     count = len(ids)
@@ -97,6 +131,8 @@ def check(settings: dict, where: str = "--") -> None:
     if settings["annotator"] == "llm" and not settings["model"]:
         raise UsageError(f"{label(where, 'model')}: required when annotator is llm (or set annotator: heuristic)")
     template = settings["completion_template"]
+    if settings["score"] == "expected" and settings["api"] != "completions":
+        raise UsageError(f"{label(where, 'score')}: expected needs api completions (for logprobs)")
     if template is not None and ("{prompt}" not in template or settings["api"] != "completions"):
         raise UsageError(f"{label(where, 'completion_template')}: needs api completions and a {{prompt}} placeholder")
     if settings["annotator"] == "file" and not settings["grades_file"]:
@@ -154,13 +190,16 @@ def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progres
             def grade(text: str) -> llm.Answer:
                 prompt = PROMPT.format(text=text[:settings["max_chars"]])
                 return client.complete(template.replace("{prompt}", prompt),
-                                       max_tokens=settings["max_tokens"], temperature=settings["temperature"])
+                                       max_tokens=settings["max_tokens"], temperature=settings["temperature"],
+                                       top_logprobs=TOP_LOGPROBS if settings["score"] == "expected" else None)
 
             def commit(unit: int, answer: llm.Answer) -> None:
                 if answer.text is None and answer.retryable:
                     failed.append(answer.error)  # not committed: the rerun tries it again
                     return
-                fields = {"edu_score": parse_score(answer.text), "edu_annotator": name,
+                score = expected_grade(answer.logprobs) if settings["score"] == "expected" else \
+                    parse_score(answer.text)
+                fields = {"edu_score": score, "edu_annotator": name,
                           "edu_answer": (answer.text or "")[:200]}
                 if answer.error:
                     fields["edu_error"] = answer.error

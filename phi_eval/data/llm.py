@@ -47,6 +47,7 @@ class Answer:
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens, requests, retries, cached
     error: str | None = None
     retryable: bool = False  # the failure may pass on a rerun
+    logprobs: dict | None = None  # with top_logprobs: {"tokens": [...], "top": [{token: logprob}, ...]} per token
 
 
 class RateLimiter:
@@ -86,13 +87,15 @@ class LLM:
     def identity(self) -> dict:
         return {"model": self.settings["model"], "base_url": self.settings.get("base_url"), "api": self.settings["api"]}
 
-    def complete(self, prompt: str, *, max_tokens: int, temperature: float = 0.0, seed: int | None = None) -> Answer:
-        key = make_key(self.namespace, self.identity(), prompt, max_tokens, temperature, seed)
+    def complete(self, prompt: str, *, max_tokens: int, temperature: float = 0.0, seed: int | None = None,
+                 top_logprobs: int | None = None) -> Answer:
+        key = make_key(self.namespace, self.identity(), prompt, max_tokens, temperature, seed,
+                       *(() if top_logprobs is None else (top_logprobs,)))
         if self.cache is not None:
             hit = self.cache.get_many(f"data-{self.namespace}", [key]).get(key)
             if hit is not None:
                 return Answer(hit["text"], {"cached": 1, "requests": 0, "retries": 0, "prompt_tokens": 0,
-                                            "completion_tokens": 0})
+                                            "completion_tokens": 0}, logprobs=hit.get("logprobs"))
         usage = {"cached": 0, "requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
         for attempt in range(self.settings["max_retries"] + 1):
             if attempt:
@@ -100,7 +103,7 @@ class LLM:
             self.limiter.wait()
             usage["requests"] += 1
             try:
-                text, tokens = self._request(prompt, max_tokens, temperature, seed)
+                text, tokens, logprobs = self._request(prompt, max_tokens, temperature, seed, top_logprobs)
             except Exception as e:  # classified below: retry, give up on this request, or stop the stage
                 delay = self._retry_delay(e, attempt)
                 if delay is None:
@@ -112,25 +115,32 @@ class LLM:
             usage["prompt_tokens"] += tokens.get("prompt_tokens", 0)
             usage["completion_tokens"] += tokens.get("completion_tokens", 0)
             if self.cache is not None:
-                self.cache.put(f"data-{self.namespace}", key, {"text": text})
-            return Answer(text, usage)
+                self.cache.put(f"data-{self.namespace}", key, {"text": text, "logprobs": logprobs})
+            return Answer(text, usage, logprobs=logprobs)
         raise AssertionError("unreachable: the loop returns on its last attempt")
 
-    def _request(self, prompt: str, max_tokens: int, temperature: float, seed: int | None) -> tuple[str, dict]:
+    def _request(self, prompt: str, max_tokens: int, temperature: float, seed: int | None,
+                 top_logprobs: int | None = None) -> tuple[str, dict, dict | None]:
         extra = {} if seed is None else {"seed": seed}
+        logprobs = None
         if self.settings["api"] == "chat":
             response = self.client.chat.completions.create(
                 model=self.settings["model"], messages=[{"role": "user", "content": prompt}],
                 max_tokens=max_tokens, temperature=temperature, **extra)
             text = response.choices[0].message.content or ""
         else:
+            if top_logprobs is not None:
+                extra["logprobs"] = top_logprobs
             response = self.client.completions.create(model=self.settings["model"], prompt=prompt,
                                                       max_tokens=max_tokens, temperature=temperature, **extra)
             text = response.choices[0].text or ""
+            returned = response.choices[0].logprobs
+            if top_logprobs is not None and returned is not None:
+                logprobs = {"tokens": list(returned.tokens or []), "top": [dict(t or {}) for t in returned.top_logprobs or []]}
         usage = response.usage
         tokens = {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                   "completion_tokens": getattr(usage, "completion_tokens", 0) or 0} if usage else {}
-        return text, tokens
+        return text, tokens, logprobs
 
     def _retry_delay(self, error: Exception, attempt: int) -> float | None:
         """Seconds to wait before retrying, None when retrying cannot help; bad keys and models stop the stage."""
