@@ -361,11 +361,11 @@ def test_plot_labels_do_not_overlap(board_rows, tmp_path):
 
 
 def test_app_preloads_the_default_comparison_unless_told_not_to(monkeypatch):
-    import app
+    from phi_eval.app import page
     from phi_eval.cli import main as cli_main
 
     asked = []
-    monkeypatch.setattr(app, "main", lambda **options: asked.append(options["preload"]))
+    monkeypatch.setattr(page, "main", lambda **options: asked.append(options["preload"]))
     assert cli_main(["app", "--no-preload"]) == 0 and cli_main(["app"]) == 0
     assert asked == [False, True]
 
