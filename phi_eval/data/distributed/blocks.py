@@ -15,6 +15,7 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from phi_eval.contamination.similarity import batched
 from phi_eval.data import source
 from phi_eval.data.distributed import logs  # noqa: F401  (task logs to files only, in every worker)
 from phi_eval.data.distributed.shards import key, side_file, write_atomically
@@ -161,23 +162,12 @@ class Score(Block):
         path = side_file(self.side_dir, rank)
         rows = {tuple(json.loads(line)[:2]): i for i, line in enumerate(path.read_text().splitlines())}
         vectors = np.load(path.with_suffix(".npy"))
-        for chunk in chunks(data, 1024):
+        for chunk in batched(data, 1024):
             scores = forest.predict_proba(vectors[[rows[key(d)] for d in chunk]])[:, high]
             for document, score in zip(chunk, scores):
                 document.metadata["quality_score"] = round(float(score), 6)
                 self.stat_update("scored")
                 yield document
-
-
-def chunks(documents, size: int):
-    chunk = []
-    for document in documents:
-        chunk.append(document)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def save_array(path: Path, array) -> None:
