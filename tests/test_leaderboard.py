@@ -121,6 +121,14 @@ def test_limited_runs_say_so(out_dir):
     assert (row["n"], row["n_total"]) == (50, 500)
     markdown = to_markdown(board)
     assert "| 50 of 500 |" in markdown.split("## mbpp")[1] and "| 164 |" in markdown.split("## humaneval")[1]
+    results_file = out_dir / "phi-1" / "results.json"
+    results = json.loads(results_file.read_text())
+    results["config"]["limit"] = 5
+    results["n-samples"]["humaneval"] = {"original": 5, "effective": 5}
+    results_file.write_text(json.dumps(results))
+    board = build_leaderboard([out_dir])
+    assert find(board, "phi-1", "humaneval")["limit"] == 5
+    assert "| phi-1 | 0.450 ± 0.015 | 5 (--limit 5) |" in to_markdown(board)
 
 
 def test_plot_labels_do_not_overlap(tmp_path):

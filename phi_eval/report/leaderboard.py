@@ -121,7 +121,8 @@ def measured_rows(path: Path, results: dict, model: str, card: Card | None) -> l
                 "measured", model, card, task, metric, parameters,
                 reported=card.reported_score(task, metric) if card else None,
                 filter_=filter_ or None, value=value, stderr=number(metrics.get(stderr_key)),
-                n=sample_count(results, task), n_total=total_count(results, task), n_shot=shot_count(results, task),
+                n=sample_count(results, task), n_total=total_count(results, task), limit=number(config.get("limit")),
+                n_shot=shot_count(results, task),
                 contamination=contamination.get(task), run_dir=str(path.parent),
             ))
     return rows
@@ -140,7 +141,7 @@ def reported_rows(measured: list[dict], zoo: dict[str, Card]) -> list[dict]:
 
 def make_row(kind: str, model: str, card: Card | None, task: str, metric: str, parameters: int | None, *,
              reported: ReportedScore | None = None, filter_=None, value=None, stderr=None, n=None, n_total=None,
-             n_shot=None, contamination=None, run_dir=None) -> dict:
+             limit=None, n_shot=None, contamination=None, run_dir=None) -> dict:
     tokens = card.training_tokens if card else None
     return {
         "kind": kind,
@@ -153,6 +154,7 @@ def make_row(kind: str, model: str, card: Card | None, task: str, metric: str, p
         "stderr": stderr,
         "n": n,
         "n_total": n_total,  # the task's items; more than n where --limit cut the run
+        "limit": limit,  # the run's --limit, if one was given
         "n_shot": n_shot,
         "reported_value": reported.value if reported else None,
         "reported_n_shot": reported.n_shot if reported else None,
@@ -229,7 +231,7 @@ def to_markdown(board: dict) -> str:
     lines = ["# Leaderboard", "",
              f"Generated {board['generated_at']} from {len(board['runs'])} results file(s). "
              "Measured rows come first; reported numbers are the cited papers' own. "
-             "Δ = measured − reported. n is the items scored (of the task's total where --limit cut the run). "
+             "Δ = measured − reported. n is the items scored (of the task's total, or the run's --limit, where one cut the run). "
              "Compute is 6·N·D (parameters × training tokens seen).", ""]
     for (task, metric, filter_), rows in group_rows(board["rows"]).items():
         heading = f"## {task} · {metric}" + (f" ({filter_})" if filter_ not in (None, "none") else "")
@@ -306,7 +308,9 @@ def fmt_measured(row: dict) -> str:
 
 def fmt_n(row: dict) -> str:
     n, total = row["n"], row.get("n_total")
-    return f"{n} of {total}" if n is not None and total is not None and total > n else fmt(n, str)
+    if n is not None and total is not None and total > n:
+        return f"{n} of {total}"
+    return fmt(n, str) + (f" (--limit {row['limit']})" if n is not None and row.get("limit") else "")
 
 
 def fmt_reported(row: dict) -> str:
