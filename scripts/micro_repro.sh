@@ -51,7 +51,7 @@ timed contamination phi-eval contamination --corpus "$teacher/textbook.jsonl" "$
     --device cpu -o "$out/contamination.json" --md "$out/contamination.md" "${data_args[@]}" "${limit_args[@]}"
 
 # 4. Every seed of both arms (web first: the textbook pipeline needs phi-tiny-web), then the study.
-timed compare phi-eval train recipes/phi-tiny-web.yaml --compare recipes/phi-tiny-textbook.yaml \
+timed compare phi-eval train recipes/phi-tiny-web.yaml "$@" --compare recipes/phi-tiny-textbook.yaml \
     --seeds "${SEEDS:-5}" --n-samples "${N_SAMPLES:-10}" "${limit_args[@]}" --contamination "$out/contamination.json" \
-    --out "$out" "${data_args[@]}" "$@"
+    --out "$out" "${data_args[@]}"
 cat "$out/comparison.md"

@@ -47,8 +47,9 @@ phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size
     --score expected --max-tokens 2 --completion-template "$chatml "
 phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-24}" \
     --temperature 0.7 --max-tokens 4 --completion-template "$chatml"
-python -m phi_eval.data.teacher "$work/annotated.jsonl" "$work/annotated-t07.jsonl" --out "$teacher" --threshold 7
+python -m phi_eval.data.teacher "$work/annotated.jsonl" "$work/annotated-t07.jsonl" --out "$teacher" --threshold 4.5
 cp "$work/annotated.manifest.json" "$teacher/annotate.manifest.json"
+cp "$work/annotated-t07.manifest.json" "$teacher/annotate-t07.manifest.json"
 
 # Both kinds at once, with the same decoding settings, so the server batches them together.
 write=(--seed 0 --temperature 0.8 --max-tokens 256 --concurrency 16 --stands-in-for "GPT-3.5 (phi-1's writer)"

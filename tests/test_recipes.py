@@ -244,6 +244,8 @@ def test_compare_trains_seeds_of_both_and_writes_the_study(trained, mbpp_dir, mo
     assert (tmp / "cmp" / "comparison.png").stat().st_size > 0
     seed1_data = tmp / "home" / "data" / "narrow-seed1"  # the seeds share one run of the data stages
     assert seed1_data.is_symlink() and seed1_data.resolve() == (tmp / "home" / "data" / "narrow").resolve()
+    seed1_manifest = json.loads((tmp / "home" / "models" / "narrow-seed1" / "data_manifest.json").read_text())
+    assert all(stage["skipped"] for stage in seed1_manifest["stages"]["stages"])  # ran once, for seed 0
     # A second comparison reuses every checkpoint instead of training again.
     mtime = (tmp / "home" / "models" / "wide-seed1" / "model.safetensors").stat().st_mtime
     compare(a, b, CompareOptions(**options))

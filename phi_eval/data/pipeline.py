@@ -129,6 +129,7 @@ def run_stages(stages: list[dict], work_dir: Path, progress: bool = True) -> Pat
     resolved = resolve_stages(stages, "data.stages")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = work_dir.resolve()  # a linked folder (seeds sharing one run, see train/compare.py) keeps its identities
     previous, summary = None, []
     for i, (name, settings) in enumerate(resolved):
         output = work_dir / f"{i:02d}-{name}.jsonl"
