@@ -204,7 +204,8 @@ def test_a_surrogate_never_ends_a_run_even_from_the_cache(tmp_path, phi_home, ca
     from phi_eval.cli import main
     samples = tmp_path / "samples.jsonl"
     samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    raise ValueError(chr(0xD800))\n"}) + "\n")
-    argv = ["run", "--models", f"replay:{samples}", "--tasks", "humaneval", "--out", str(tmp_path / "out"), "--workers", "1"]
+    argv = ["run", "--models", f"replay:{samples}", "--tasks", "humaneval", "--limit", "1", "--out", str(tmp_path / "out"),
+            "--workers", "1"]
     for _ in range(2):  # the second run takes the verdict from the cache
         assert main(argv) == 0, capsys.readouterr().err
         record = json.loads(next((tmp_path / "out").glob("*/samples_humaneval.jsonl")).read_text())
