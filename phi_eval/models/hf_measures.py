@@ -1,14 +1,17 @@
 """What a local transformers model can measure beyond generation and lm-eval's log-likelihoods: token
-counts, embeddings, per-token statistics and windowed continuation losses. The contamination checks (the
+counts, embeddings, per-token log-probabilities (phi-eval serve's `logprobs`) and statistics, and windowed
+continuation losses. The contamination checks (the
 embedding and Min-K% methods), the data stages (classifier, diversity) and `train --compare` (held-out bits
 per byte) use these through the capabilities declared in phi_eval.models.base, never the model's internals.
 
-A mixin of HFModel: it expects `tokenizer`, `model`, `device`, `pad_id` and `max_length`."""
+A mixin of HFModel: it expects `tokenizer`, `model`, `device`, `pad_id`, `max_length` and `identity`."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from phi_eval.errors import UsageError
 
 
 class HFMeasures:
@@ -87,4 +90,75 @@ class HFMeasures:
                 targets = torch.tensor(ids[start:end], device=self.device)
                 nats -= float(logprobs[start - 1 - left:end - 1 - left].gather(-1, targets[:, None]).sum())
             result.append(nats)
+        return result
+
+    # -- per-token log-probabilities (phi-eval serve's `logprobs`) ------------------------------
+
+    @torch.no_grad()
+    def token_logprobs(self, text: str | list[int], top: int = 1) -> dict:
+        """Every token of a text (or of token ids) with its log-probability given the tokens before it, as
+        OpenAI's `echo` + `logprobs` return a prompt: {"ids", "tokens", "offsets" (character offsets into the
+        text), "logprobs" (None for the first token, which has no context), "top" (the `top` most likely
+        tokens at each position as {token: log-prob}; None for the first)}. One forward pass, no truncation:
+        a text longer than the model's context is a UsageError."""
+        import re
+        from itertools import accumulate
+
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        names: dict[int, str] = {}  # token id -> decoded text, filled by batch decoding
+        byte_of: dict[str, int] = {}  # byte-level BPE's character -> byte, built when first needed
+
+        def text_of(token_id: int) -> str:
+            """A token as text; one holding part of a character is written as OpenAI does ("bytes:\\xe2\\x80"),
+            so that different partial tokens stay apart."""
+            decoded = names.get(token_id)
+            if decoded is None:
+                decoded = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            piece = self.tokenizer.convert_ids_to_tokens(token_id) if "\ufffd" in decoded else None
+            if not isinstance(piece, str) or not piece:
+                return decoded
+            if not byte_of:
+                byte_of.update({char: byte for byte, char in bytes_to_unicode().items()})
+            if all(c in byte_of for c in piece):  # byte-level BPE
+                raw = bytes(byte_of[c] for c in piece)
+            elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):  # SentencePiece byte fallback
+                raw = bytes([int(piece[3:5], 16)])
+            else:
+                return decoded
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+        if isinstance(text, str):
+            encoding = self.tokenizer(text, add_special_tokens=False,
+                                      return_offsets_mapping=self.tokenizer.is_fast)
+            ids = encoding["input_ids"]
+        else:
+            ids, encoding = list(text), None
+        if len(ids) > self.max_length:
+            raise UsageError(f"{len(ids)} tokens exceed the model's context of {self.max_length} tokens; "
+                             "send a shorter text")
+        names.update(zip(ids, self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)))
+        tokens = [text_of(i) for i in ids]
+        if encoding is not None and "offset_mapping" in encoding:
+            offsets = [start for start, _ in encoding["offset_mapping"]]
+        elif any(t.startswith("bytes:") for t in tokens):  # characters split across tokens: decode prefixes
+            offsets = [len(self.tokenizer.decode(ids[:k], skip_special_tokens=False).rstrip("\ufffd"))
+                       for k in range(len(ids))]
+        else:
+            offsets = [0, *accumulate(len(t) for t in tokens[:-1])] if tokens else []
+        result = {"ids": ids, "tokens": tokens, "offsets": offsets, "logprobs": [None] * len(ids),
+                  "top": [None] * len(ids)}
+        if len(ids) < 2:
+            return result
+        inputs = torch.tensor([ids[:-1]], device=self.device)
+        logprobs = torch.log_softmax(self.model(input_ids=inputs).logits[0].float(), dim=-1)
+        chosen = logprobs.gather(-1, torch.tensor(ids[1:], device=self.device)[:, None])[:, 0]
+        result["logprobs"][1:] = chosen.tolist()
+        if top > 0:
+            values, indices = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
+            indices = indices.tolist()
+            new = list({i for row in indices for i in row} - names.keys())
+            names.update(zip(new, self.tokenizer.batch_decode([[i] for i in new], skip_special_tokens=False)))
+            for position, (row_values, row_ids) in enumerate(zip(values.tolist(), indices), start=1):
+                result["top"][position] = {text_of(i): v for i, v in zip(row_ids, row_values)}
         return result
