@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +25,9 @@ from phi_eval.models.hf_measures import HFMeasures
 from phi_eval.models.hf_scoring import AUTO_BATCH_START, HFScoring
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# transformers builds a model under process-wide patches (parameters created on the meta device): a model
+# built in another thread meanwhile (the app loads models in parallel) would be left without weights.
+LOADING = threading.Lock()
 STOP_WINDOW_TOKENS = 24  # stop sequences are short; only the tail of a row is decoded each step
 
 
@@ -80,7 +84,8 @@ class HFModel(HFScoring, HFMeasures):
             load_kwargs["gguf_file"] = gguf_file
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(target, **load_kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, **load_kwargs)
+            with LOADING:
+                self.model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype, **load_kwargs)
         except OSError as e:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = " (HF_HUB_OFFLINE=1 is set: download it elsewhere or pass a local directory)" if offline else ""
