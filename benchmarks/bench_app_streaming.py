@@ -69,7 +69,7 @@ def measure(scratch: Path, args) -> tuple[dict[str, list[float]], dict[str, list
     import torch
     from gradio_client import Client
 
-    import app
+    from phi_eval.app import page as app
 
     fast = Path(args.fast) if args.fast else make_model(scratch / "fast", hidden=256, layers=4)
     slow = Path(args.slow) if args.slow else make_model(scratch / "slow", hidden=512, layers=8)
@@ -100,7 +100,7 @@ def vs_generate(spec_text: str, max_tokens: int, repeats: int) -> None:
     import torch
     from gradio_client import Client
 
-    import app
+    from phi_eval.app import page as app
     from phi_eval.app.pool import ModelPool
 
     pool = ModelPool()
