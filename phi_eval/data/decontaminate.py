@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from phi_eval.data.stage import Field, StageRun, jsonl_input, read_documents, run_stage
 from phi_eval.errors import UsageError
 
@@ -66,6 +64,8 @@ class Checker:
     """The items' n-grams, sorted, and the confirmation of a document's candidates."""
 
     def __init__(self, items: list[list[str]], settings: dict):
+        import numpy as np  # here, not at the top: the CLI reads this module's FIELDS for --help
+
         from phi_eval.contamination.normalize import make_units
 
         self.items, self.n, self.threshold = items, settings["n"], settings["threshold"]
@@ -80,6 +80,8 @@ class Checker:
         """For each text: None, or the confirmed item {"task", "item", "ratio"} most similar to it."""
         if not len(self.hashes):
             return [None] * len(texts)
+        import numpy as np
+
         grams = self.units.grams(texts, self.n)
         left = np.searchsorted(self.hashes, grams.hashes, side="left")
         right = np.searchsorted(self.hashes, grams.hashes, side="right")
