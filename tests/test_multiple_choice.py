@@ -170,8 +170,8 @@ def test_shared_prefix_scores_equal_one_row_per_pair(tiny_model):
     pairs += [("The dog and the cat", " sat."), ("The dog and the bird", " sat."), ("", "hello world"),
               ("def f(x):  ", "return x"), ("x", "")]
     ours = tiny_model.loglikelihood(pairs, progress=False)
-    shared, _ = tiny_model._prefix_groups([tiny_model._split_pair(c, x) for c, x in pairs])
-    assert [members for _, members in shared] == [[0, 1, 2], [3, 4]]
+    trees, alone = tiny_model._trees([tiny_model._split_pair(c, x) for c, x in pairs])
+    assert [members for _, members in trees] == [[0, 1, 2], [3, 4], [5], [6]] and alone == [7]
     rows = tiny_model._score_tokens([tiny_model._split_pair(c, x) for c, x in pairs], tqdm(disable=True))
     assert [greedy for _, greedy in ours] == [greedy for _, greedy in rows]
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in rows], abs=1e-4)

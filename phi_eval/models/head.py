@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POSITIONS = 256  # positions scored together
+POSITIONS = 1024  # positions scored together (fewer reuse a slice of the weights less: ~20% slower at 256)
 VOCABULARY_SLICE = 8192  # vocabulary entries projected at once: 20 MiB of weights for a 640-wide model
 
 

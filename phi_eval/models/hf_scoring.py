@@ -1,23 +1,23 @@
 """lm-eval's log-likelihoods on a local transformers model, fast: requests whose contexts share a prefix run
-it once and their continuations from its KV cache; only positions that predict continuation tokens are
-projected onto the vocabulary (phi_eval.models.head). Tokenisation, left-truncation, the empty-context
+it once, packed with other requests into dense rows (phi_eval.models.packing); only positions that predict
+continuation tokens are projected onto the vocabulary (phi_eval.models.head). Tokenisation, left-truncation, the empty-context
 prefix token and the greedy flag are lm-eval's (tests/test_lm_eval_parity.py).
 
 A mixin of HFModel: it expects `tokenizer`, `model`, `device`, `batch_size`, `max_length`, `eos_id`,
-`_encode`, `_head` and `_cache_arg`."""
+`pad_id`, `_encode` and `_head`."""
 from __future__ import annotations
 
-import copy
 from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from phi_eval.errors import UsageError
+from phi_eval.models.packing import Tree, lay_out, pack
 
 AUTO_BATCH_START = 64
-TAIL_SPLIT = 0.5  # rows after a shared prefix run in a new pass once under this fraction of the pass's longest
-MIN_PREFIX_GROUP = 8  # log-likelihood requests that may share one prefix pass, whatever the batch size
+MIN_PREFIX_GROUP = 8  # log-likelihood requests that may share one prefix tree, whatever the batch size
+HEAD_BLOCK = 1024  # scored positions collected before they reach the vocabulary (a 262k one: ~20% faster than 256)
 
 
 class HFScoring:
@@ -44,59 +44,70 @@ class HFScoring:
         """lm-eval's (sum of log-probs of the continuation's tokens, whether greedy decoding yields them).
 
         Consecutive pairs whose contexts share most of their tokens (the choices of one question; the
-        sentence before WinoGrande's blank) run that shared prefix once and every rest from its KV cache;
-        the others run as lm-eval does, one row per pair."""
+        sentence before WinoGrande's blank) form a tree that runs the shared prefix once; the trees are
+        packed into dense rows (phi_eval.models.packing). Requests that must be left-truncated, and every
+        request of a model whose attention takes no custom mask, run as lm-eval does, one row per pair."""
         requests = [self._split_pair(c, x) for c, x in pairs]
-        shared, alone = self._prefix_groups(requests)
+        trees, alone = self._trees(requests)
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         with tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress) as bar:
             for i, score in zip(alone, self._score_tokens([requests[i] for i in alone], bar)):
                 results[i] = score
-            scored = self._batched(shared, lambda group: len(group[1]), lambda chunk: self._score_shared(
-                [(length, [requests[i] for i in members]) for length, members in chunk]))
-            for (_, members), scores in scored:
-                for i, score in zip(members, scores):
+            if trees:
+                for i, score in self._score_trees(trees, requests, bar).items():
                     results[i] = score
-                bar.update(len(members))
         return results
 
-    def _prefix_groups(self, requests: list[tuple[list[int], list[int]]]
-                       ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-        """([(shared prefix length, request indices)], indices scored alone). A group is a run of consecutive
-        requests whose contexts share at least half of the first one's tokens, at most a batch of them. The
-        prefix is the longest run of input tokens (context + continuation but its last token) they all share,
-        so it may reach into the continuations (PIQA's two solutions often start alike); it stops short of
-        every row's last input token, so each member keeps a tail to run."""
+    @property
+    def _packed_width(self) -> int:
+        """The widest packed row this model may take (0: its attention takes no custom mask). Within a
+        sliding window the window never cuts in, so one mask serves its local and global layers alike."""
+        if getattr(self.model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+            return 0
+        config = getattr(self.model.config, "text_config", None) or self.model.config
+        window = getattr(config, "sliding_window", None)
+        return min(self.max_length, window) if window else self.max_length
+
+    def _trees(self, requests: list[tuple[list[int], list[int]]]) -> tuple[list[tuple[Tree, list[int]]], list[int]]:
+        """([(tree, its request indices)], indices scored alone). A tree is a run of consecutive requests
+        whose contexts share at least half of the first one's tokens, at most a batch of them; its prefix is
+        the longest run of input tokens (context + continuation but its last token) they all share, so it
+        may reach into the continuations (PIQA's two solutions often start alike)."""
+        width = self._packed_width
+        if not width:
+            return [], list(range(len(requests)))
         limit = max(AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size), MIN_PREFIX_GROUP)
-        groups: list[tuple[int, list[int]]] = []
+        trees: list[tuple[Tree, list[int]]] = []
         alone: list[int] = []
         members: list[int] = []
         length = 0
         first: list[int] = []
 
         def close() -> None:
-            if len(members) > 1:
-                groups.append((length, list(members)))
+            if not members:
+                return
+            tree = Tree(first[:length], [(requests[i][0] + requests[i][1])[length:-1] for i in members])
+            if tree.size <= width:
+                trees.append((tree, list(members)))
             else:
                 alone.extend(members)
 
         for i, (context, continuation) in enumerate(requests):
-            if not continuation or len(context) < 2 or len(context) + len(continuation) > self.max_length + 1:
-                alone.append(i)  # empty, nothing to share, or left-truncated as lm-eval does
+            if not continuation or len(context) + len(continuation) > self.max_length + 1:
+                alone.append(i)  # nothing to score, or left-truncated as lm-eval does
                 continue
             row = context + continuation[:-1]
             if members and len(members) < limit:
-                common = min(length, len(row) - 1)
+                common = min(length, len(row))
                 common = next((k for k in range(common) if first[k] != row[k]), common)
                 if common * 2 >= len(requests[members[0]][0]):
                     members.append(i)
                     length = common
                     continue
             close()
-            members, length, first = [i], len(row) - 1, row
+            members, length, first = [i], len(row), row
         close()
-        groups.sort(key=lambda group: -max(len(requests[i][0]) + len(requests[i][1]) for i in group[1]))
-        return groups, alone
+        return trees, alone
 
     def loglikelihood_rolling(self, texts: list[str], progress: bool = True) -> list[float]:
         """lm-eval's loglikelihood_rolling: the log-probability of every token of each text, the first one
@@ -164,7 +175,7 @@ class HFScoring:
         batch = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
         for row, ids in enumerate(inputs):
             batch[row, :len(ids)] = torch.tensor(ids)  # right padding keeps positions plain
-        states, _ = self._head.forward(batch.to(self.device))
+        states, _ = self._head.forward(batch.to(self.device), use_cache=False)
         # Only the positions that predict continuation tokens reach the vocabulary.
         wanted = [[(row, position, token) for position, token in zip(range(len(ids) - len(cont), len(ids)), cont)]
                   for row, (ids, cont) in enumerate(zip(inputs, continuations))]
@@ -175,66 +186,62 @@ class HFScoring:
         return [self._continuation_score(logprobs[a:b], greedy[a:b]) for a, b in zip(bounds, bounds[1:])]
 
     @torch.no_grad()
-    def _score_shared(self, groups: list[tuple[int, list[tuple[list[int], list[int]]]]]
-                      ) -> list[list[tuple[float, bool]]]:
-        """The groups' shared prefixes run once, right-padded (plain causal attention, no mask), scoring the
-        continuation tokens that fall inside them once for all members; then the rest of every member runs on
-        that KV cache, longest first, split where the rows get much shorter so that they pad little."""
-        width = max(length for length, _ in groups)
-        prefix = torch.full((len(groups), width), self.pad_id, dtype=torch.long)
-        past = torch.zeros((len(groups), width), dtype=torch.long)
-        # Each scored position once, as (row, position, target token) -> its index among all scores; a member
-        # picks the indices of its continuation's tokens in order.
-        wanted: dict[tuple[int, int, int], int] = {}
-        picks: dict[tuple[int, int], list[int]] = {}
-        for g, (length, members) in enumerate(groups):
-            prefix[g, :length] = torch.tensor((members[0][0] + members[0][1])[:length])
-            past[g, :length] = 1
-            for k, (context, continuation) in enumerate(members):
-                full = context + continuation
-                picks[g, k] = [wanted.setdefault((g, p, full[p + 1]), len(wanted))
-                               for p in range(len(context) - 1, length)]
-        states, cache = self._head.forward(prefix.to(self.device), use_cache=True)
-        gathered = [self._gather(states, wanted)]  # all positions reach the vocabulary together, below
-        # (group, member, context + continuation, tokens after the prefix but the last), longest first
-        rows = sorted(((g, k, context + continuation, (context + continuation)[length:-1])
-                       for g, (length, members) in enumerate(groups)
-                       for k, (context, continuation) in enumerate(members)),
-                      key=lambda row: -len(row[3]))
-        starts = [0]
-        for i in range(1, len(rows)):
-            if len(rows[i][3]) < TAIL_SPLIT * len(rows[starts[-1]][3]):
-                starts.append(i)
-        done = len(wanted)
-        for start, end in zip(starts, starts[1:] + [len(rows)]):
-            chunk = rows[start:end]
-            index = torch.tensor([g for g, _, _, _ in chunk])
-            chunk_cache = copy.deepcopy(cache) if end < len(rows) else cache
-            chunk_cache.batch_select_indices(index.to(self.device))
-            tail_width = len(chunk[0][3])
-            tail = torch.full((len(chunk), tail_width), self.pad_id, dtype=torch.long)
-            attention = torch.cat([past[index], torch.zeros((len(chunk), tail_width), dtype=torch.long)], dim=1)
-            wanted = {}
-            for row, (g, k, full, ids) in enumerate(chunk):
-                tail[row, :len(ids)] = torch.tensor(ids)
-                attention[row, width:width + len(ids)] = 1
-                length, context = groups[g][0], groups[g][1][k][0]
-                picks[g, k] += [done + wanted.setdefault((row, p - length, full[p + 1]), len(wanted))
-                                for p in range(max(len(context) - 1, length), len(full) - 1)]
-            positions = torch.tensor([groups[g][0] for g, _, _, _ in chunk])[:, None] + torch.arange(tail_width)
-            states, _ = self._head.forward(tail.to(self.device), attention_mask=attention.to(self.device),
-                                           position_ids=positions.to(self.device), **{self._cache_arg: chunk_cache})
-            gathered.append(self._gather(states, wanted))
-            done += len(wanted)
-        logprobs, greedy = self._head.score(torch.cat([s for s, _ in gathered]), [t for _, ts in gathered for t in ts])
-        return [[self._continuation_score(logprobs[picks[g, k]], greedy[picks[g, k]]) for k in range(len(members))]
-                for g, (_, members) in enumerate(groups)]
+    def _score_trees(self, trees: list[tuple[Tree, list[int]]], requests: list[tuple[list[int], list[int]]],
+                     bar) -> dict[int, tuple[float, bool]]:
+        """Every tree's requests scored from packed rows, a batch of rows per pass. The positions that
+        predict continuation tokens (a shared prefix's once for all members) are collected across passes
+        and reach the vocabulary together, in blocks big enough to keep the projection's matmul efficient."""
+        rows = pack([tree.size for tree, _ in trees], max(tree.size for tree, _ in trees))
+        index: dict[tuple[int, int, int], int] = {}  # (row, column, target) -> its place among the scored positions
+        keys: list[tuple[int, int, int]] = []
+        picks: dict[int, list[int]] = {}
+        pending: list[torch.Tensor] = []
+        scored: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    @staticmethod
-    def _gather(states: torch.Tensor, wanted: dict[tuple[int, int, int], int]) -> tuple[torch.Tensor, list[int]]:
-        """(states, target tokens) of the (row, position, target) keys of `wanted`, in its index order."""
-        keys = sorted(wanted, key=wanted.__getitem__)
-        return states[[r for r, _, _ in keys], [p for _, p, _ in keys]], [t for _, _, t in keys]
+        def place(key: tuple[int, int, int]) -> int:
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+            return index[key]
+
+        def flush() -> None:
+            done = sum(len(lp) for lp, _ in scored)
+            scored.append(self._head.score(torch.cat(pending), [target for _, _, target in keys[done:]]))
+            pending.clear()
+
+        passes = self._batched(list(enumerate(rows)), lambda _: 1,
+                               lambda chunk: self._forward_rows(trees, [row for _, row in chunk]))
+        for (r, row), (states, starts) in passes:
+            fresh = len(keys)
+            for t in row:
+                tree, members = trees[t]
+                for k, i in enumerate(members):
+                    context, continuation = requests[i]
+                    full = context + continuation
+                    picks[i] = [place((r, starts[t] + tree.column(k, p), full[p + 1]))
+                                for p in range(len(context) - 1, len(full) - 1)]
+                bar.update(len(members))
+            pending.append(states[[column for _, column, _ in keys[fresh:]]])
+            if not self._head.split or sum(map(len, pending)) >= HEAD_BLOCK:
+                flush()  # an unsplit model's states are whole logit rows: score them at once
+        if pending:
+            flush()
+        logprobs = torch.cat([lp for lp, _ in scored])
+        greedy = torch.cat([g for _, g in scored])
+        return {i: self._continuation_score(logprobs[p], greedy[p]) for i, p in picks.items()}
+
+    def _forward_rows(self, trees: list[tuple[Tree, list[int]]], rows: list[list[int]]
+                      ) -> list[tuple[torch.Tensor, dict[int, int]]]:
+        """One pass over packed rows: per row, (its per-column states, tree -> first column)."""
+        layout = lay_out([tree for tree, _ in trees], rows, self.pad_id)
+        mask = layout.allowed
+        if self.model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
+            dtype = self.model.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
+        states, _ = self._head.forward(layout.input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                       position_ids=layout.position_ids.to(self.device), use_cache=False)
+        starts = [{t: column for t, (r, column) in layout.starts.items() if r == row} for row in range(len(rows))]
+        return [(states[row], starts[row]) for row in range(len(rows))]
 
     @staticmethod
     def _continuation_score(logprobs: torch.Tensor, greedy: torch.Tensor) -> tuple[float, bool]:
