@@ -187,3 +187,20 @@ def test_filters_and_plain_lm_eval_results(tmp_path):
     assert "## gsm8k · exact_match (strict-match)" in markdown and "## gsm8k · exact_match (flexible-extract)" in markdown
     assert find(board, "falcon-7b", "gsm8k", kind="reported")["reported_value"] == 0.068
     assert "5 (paper: " not in markdown  # the paper states no shot count for this number
+
+
+def test_plot_panels_prefer_tasks_with_papers_numbers_one_metric_each():
+    from phi_eval.report.plots import MAX_COLUMNS, panel_keys, shown_panels
+
+    def row(task, metric, kind="measured"):
+        return {"task": task, "metric": metric, "filter": "none", "kind": kind}
+
+    tasks = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "siqa"]
+    rows = [row("gsm8k", "exact_match")] + [row(t, m) for t in tasks for m in ("acc", "acc_norm")]
+    rows += [row("humaneval", "pass@1"), row("humaneval", "pass@1", "reported"), row("piqa", "acc", "reported")]
+    shown = shown_panels(rows, panel_keys(rows))
+    assert len(shown) == MAX_COLUMNS == 6
+    assert shown[:2] == [("piqa", "acc", "none"), ("humaneval", "pass@1", "none")]  # leaderboard order
+    assert len({task for task, _, _ in shown}) == 6  # one metric per task while tasks remain
+    assert shown[2:] == [("gsm8k", "exact_match", "none"), ("arc_challenge", "acc", "none"),
+                         ("arc_easy", "acc", "none"), ("boolq", "acc", "none")]

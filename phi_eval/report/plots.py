@@ -21,7 +21,7 @@ LABEL_OFFSETS = [(4, 3)] + [(x, 3 + sign * step) for x in (4, None) for step in 
 
 
 def plot(board: dict, path) -> None:
-    """Write a PNG of the leaderboard's measured tasks (the first MAX_COLUMNS of them)."""
+    """Write a PNG of the leaderboard's measured tasks (MAX_COLUMNS of them, chosen by shown_panels)."""
     fig = figure(board)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
@@ -35,7 +35,7 @@ def figure(board: dict):
     panels = panel_keys(board["rows"])
     if not panels:
         raise UsageError("the leaderboard has no measured scores to plot; check the run directories given")
-    shown = panels[:MAX_COLUMNS]
+    shown = shown_panels(board["rows"], panels)
     fig = Figure(figsize=(4.2 * len(shown), 7.5), layout="constrained", dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(shown), squeeze=False)
@@ -52,7 +52,8 @@ def figure(board: dict):
         Line2D([], [], ls="", marker="o", markerfacecolor="none", color=REPORTED_COLOR, label="reported (paper)"),
     ], loc="upper left", fontsize=8)
     if len(panels) > len(shown):
-        fig.suptitle(f"First {len(shown)} of {len(panels)} task/metric columns; the Markdown table has them all")
+        fig.suptitle(f"{len(shown)} of {len(panels)} task/metric columns (one per task, papers' numbers first); "
+                     "the Markdown table has them all")
     spread_labels(fig)
     return fig
 
@@ -61,6 +62,22 @@ def panel_keys(rows: list[dict]) -> list[tuple]:
     """(task, metric, filter) of the measured rows, in leaderboard order, without repeats."""
     keys = [(r["task"], r["metric"], r["filter"]) for r in rows if r["kind"] == "measured"]
     return list(dict.fromkeys(keys))
+
+
+def shown_panels(rows: list[dict], panels: list[tuple]) -> list[tuple]:
+    """At most MAX_COLUMNS panels: the first metric of each task that papers report (where measured and
+    reported meet), then the first of each other task, then second metrics, each group in leaderboard order."""
+    reported = {(r["task"], r["metric"]) for r in rows if r["kind"] == "reported"}
+    first_of_task = {}
+    for panel in panels:
+        first_of_task.setdefault(panel[0], panel)
+
+    def rank(panel: tuple) -> int:
+        if first_of_task[panel[0]] != panel:
+            return 2
+        return 0 if panel[:2] in reported else 1
+
+    return sorted(panels, key=rank)[:MAX_COLUMNS]  # sorted() is stable: leaderboard order within a rank
 
 
 def draw_panel(ax, rows: list[dict], x_field: str) -> None:
