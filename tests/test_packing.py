@@ -4,12 +4,11 @@ import pytest
 from phi_eval.models.packing import Tree, lay_out, pack
 
 
-def test_first_fit_decreasing_fills_rows_without_exceeding_the_width():
-    sizes = [5, 3, 7, 2, 4, 1]
-    rows = pack(sizes, 8)
-    assert sorted(i for row in rows for i in row) == list(range(6))
-    assert all(sum(sizes[i] for i in row) <= 8 for row in rows)
-    assert len(rows) == 3  # 7+1, 5+3, 4+2
+def test_a_pass_is_as_wide_as_its_largest_item_and_small_items_fill_its_rows():
+    sizes = [5, 3, 7, 2, 4, 1, 6]
+    rows = pack(sizes, 2)
+    assert sorted(i for row in rows for i in row) == list(range(7))
+    assert rows == [[2], [6, 5], [0], [4], [1], [3]]  # widths 7 (7; 6+1), 5 (5; 4), 3 (3; 2)
 
 
 def test_a_tail_sees_its_prefix_and_itself_but_not_its_sibling_or_the_next_tree():

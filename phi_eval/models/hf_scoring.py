@@ -191,7 +191,8 @@ class HFScoring:
         """Every tree's requests scored from packed rows, a batch of rows per pass. The positions that
         predict continuation tokens (a shared prefix's once for all members) are collected across passes
         and reach the vocabulary together, in blocks big enough to keep the projection's matmul efficient."""
-        rows = pack([tree.size for tree, _ in trees], max(tree.size for tree, _ in trees))
+        per_pass = AUTO_BATCH_START if self.batch_size == "auto" else int(self.batch_size)
+        rows = pack([tree.size for tree, _ in trees], per_pass)
         index: dict[tuple[int, int, int], int] = {}  # (row, column, target) -> its place among the scored positions
         keys: list[tuple[int, int, int]] = []
         picks: dict[int, list[int]] = {}

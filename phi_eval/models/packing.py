@@ -2,7 +2,7 @@
 
 The choices of one question share their context: a tree holds that shared prefix once, then every
 member's own tokens after it (its tail), each tail attending to the prefix and to itself only. Trees
-are packed first-fit into rows of one width, each tree attending only within itself (a block-diagonal,
+are packed first-fit into rows, each tree attending only within itself (a block-diagonal,
 causal 4D mask), with its own position ids. A row of right-padded single requests wastes a quarter to
 a third of the transformer's work on a multiple-choice task; packed rows waste only their last columns.
 """
@@ -37,18 +37,30 @@ class Rows:
     starts: dict[int, tuple[int, int]]  # tree index -> (row, first column)
 
 
-def pack(sizes: list[int], width: int) -> list[list[int]]:
-    """First-fit decreasing: rows of item indices whose sizes sum to at most `width`."""
+def pack(sizes: list[int], per_pass: int) -> list[list[int]]:
+    """Rows of item indices, `per_pass` rows at a time. A pass's rows are as wide as its largest item (items
+    are taken largest first), and smaller items fill their free columns first-fit: padding stays small and
+    no row is much wider than its content needs (a packed row's attention costs its width squared)."""
     rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        row = next((r for r, space in enumerate(free) if space >= sizes[i]), None)
-        if row is None:
-            rows.append([])
-            free.append(width)
-            row = len(rows) - 1
-        rows[row].append(i)
-        free[row] -= sizes[i]
+    remaining = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    while remaining:
+        width = sizes[remaining[0]]
+        opened: list[list[int]] = []
+        free: list[int] = []
+        left = []
+        for i in remaining:
+            row = next((r for r, space in enumerate(free) if space >= sizes[i]), None)
+            if row is None and len(opened) < per_pass:
+                opened.append([])
+                free.append(width)
+                row = len(opened) - 1
+            if row is None:
+                left.append(i)
+                continue
+            opened[row].append(i)
+            free[row] -= sizes[i]
+        rows += opened
+        remaining = left
     return rows
 
 
