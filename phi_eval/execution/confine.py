@@ -4,7 +4,6 @@ rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp.
 Standard library only (ctypes); the worker script imports it before anything of phi_eval.
 """
 import ctypes
-import ctypes.util
 import errno
 import os
 import resource
@@ -52,6 +51,9 @@ REFUSED_SYSCALLS = (
     "bpf", "perf_event_open", "userfaultfd",
 )
 AF_UNIX = 1
+# Loaded by name: ctypes.util.find_library would import subprocess, tempfile, random and
+# threading into the zygote, which every job pays for (each page at fork, copy-on-write, exit).
+SECCOMP_LIBRARY = "libseccomp.so.2"
 CLONE_NEWUSER = 0x10000000
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
@@ -125,10 +127,14 @@ def seccomp_filter():
     so that libc falls back to clone. Built once with libseccomp and exported as BPF, so that
     each runner loads it with one prctl(). Returns (sock_fprog, its buffer), or None without
     libseccomp."""
-    path = ctypes.util.find_library("seccomp")
-    if not path:
-        return None
-    lib = ctypes.CDLL(path, use_errno=True)
+    try:
+        lib = ctypes.CDLL(SECCOMP_LIBRARY, use_errno=True)
+    except OSError:
+        from ctypes.util import find_library  # noqa: PLC0415 (only where the usual name is missing)
+        path = find_library("seccomp")
+        if not path:
+            return None
+        lib = ctypes.CDLL(path, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,

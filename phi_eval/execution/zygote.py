@@ -17,7 +17,6 @@ it is a child subreaper and kills, round after round, the orphans it inherits.
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -215,6 +214,7 @@ def kill_orphans():
 def remove_tree(path):
     """Without a private tmpfs: remove the job's directory even where the program made parts
     of it unreadable (as root nothing can stop us; otherwise the files are ours to chmod)."""
+    import shutil  # noqa: PLC0415 (here only: every module the zygote holds makes each fork dearer)
     def open_up_and_retry(function, failed, _):
         try:
             os.chmod(os.path.dirname(failed), 0o700)
