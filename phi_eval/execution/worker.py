@@ -187,7 +187,7 @@ class Job:
     def run(self):
         worker, limits = self.worker, self.worker.limits
         start = time.monotonic()
-        oom_before = worker.oom_kills()
+        oom_before = worker.oom_count
         requests, replies, out, err = (os.pipe() for _ in range(4))
         for name, (read_end, _) in zip(("stdout", "stderr"), (out, err)):
             os.set_blocking(read_end, False)
@@ -208,7 +208,8 @@ class Job:
             if judged is None:  # stopped early: with its runner gone, the judge answers at once
                 worker.judge.verdict(JUDGE_GRACE_S)
             self.drain_and_close()
-        out_of_memory = worker.oom_kills() > oom_before
+        worker.oom_count = worker.oom_kills()  # the next job's starting count (one read per job)
+        out_of_memory = worker.oom_count > oom_before
         if outcome is None:
             outcome = judged or ("error", "sandbox failure: the judge did not report")
             if gone and (runner["by_itself"] or out_of_memory):
@@ -324,6 +325,7 @@ class Worker:
         self.cgroup = config.get("cgroup")
         self.import_handles = []
         self.control = None
+        self.oom_count = self.oom_kills()
 
     def ask_zygote(self, message, fds=()):
         try:
