@@ -93,6 +93,12 @@ class CapData(ctypes.Structure):
 # capset()'s arguments for "none at all", built here: making the array type in every job
 # would cost more than the call.
 NO_CAPABILITIES = (CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)())
+NO_FLAGS = ctypes.c_uint32(0)
+
+
+def with_truncate(rights):
+    """Who may write a file may truncate it (a right of its own since ABI 3)."""
+    return rights | FS_TRUNCATE if rights & FS_WRITE_FILE else rights
 
 
 def check(result):
@@ -186,6 +192,7 @@ class Confinement:
             for path, rights in DEVICES.items():
                 if os.path.exists(path):
                     self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = rights
+        self.landlock_prepared = self.landlock_rules() if self.abi else None
         self.seccomp = seccomp_filter()
         self.works = {}  # step name -> whether it works here (set by probing)
 
@@ -224,25 +231,26 @@ class Confinement:
         check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         return True
 
+    def landlock_rules(self):
+        """The ruleset's attributes and the rules for the fixed paths, built once: each runner
+        then adds only its own directory's."""
+        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
+        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
+                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
+        rules = [PathBeneathAttr(with_truncate(rights) & handled_fs, fd) for fd, rights in self.landlock_fds.items()]
+        return attr, ctypes.c_size_t(ctypes.sizeof(attr)), handled_fs, rules
+
     def landlock(self, workdir):
         """Writes only beneath the job's directory; reads only of system and Python files;
         no TCP; no signals or abstract unix sockets reaching outside the job."""
         if not self.abi:
             return False
-        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
-        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
-                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
-        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
-                                ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
-        rules = dict(self.landlock_fds)
-        rules[os.open(workdir, os.O_PATH | os.O_CLOEXEC)] = handled_fs
-        for fd, rights in rules.items():
-            if rights & FS_WRITE_FILE:
-                rights |= FS_TRUNCATE
-            rule = PathBeneathAttr(rights & handled_fs, fd)
-            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-                          ctypes.byref(rule), ctypes.c_uint32(0)))
-        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
+        attr, attr_size, handled_fs, rules = self.landlock_prepared
+        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), attr_size, NO_FLAGS))
+        own = PathBeneathAttr(handled_fs, os.open(workdir, os.O_PATH | os.O_CLOEXEC))
+        for rule in (*rules, own):
+            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), NO_FLAGS))
+        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, NO_FLAGS))
         os.close(ruleset)
         return True
 
