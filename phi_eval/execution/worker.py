@@ -188,23 +188,23 @@ class Job:
         worker, limits = self.worker, self.worker.limits
         start = time.monotonic()
         oom_before = worker.oom_count
-        requests, replies, out, err = (os.pipe() for _ in range(4))
-        for name, (read_end, _) in zip(("stdout", "stderr"), (out, err)):
+        # The runner waiting on the other ends was started at the end of the previous job.
+        requests, replies, (out, out_write), (err, err_write) = worker.next_pipes
+        for name, read_end in (("stdout", out), ("stderr", err)):
             os.set_blocking(read_end, False)
             self.readers[read_end] = name
         outcome = judged = None
         try:
-            worker.ask_zygote({"job": f"job-{os.urandom(8).hex()}"}, [requests[0], replies[1], out[1], err[1]])
-            for fd in (requests[0], replies[1]):
-                os.close(fd)
-            worker.judge.submit(self.program, self.tests, [requests[1], replies[0], out[1], err[1]])
-            for fd in (requests[1], replies[0], out[1], err[1]):
-                os.close(fd)
+            try:
+                worker.judge.submit(self.program, self.tests, [requests, replies, out_write, err_write])
+            finally:
+                for fd in (requests, replies, out_write, err_write):
+                    os.close(fd)
             outcome = self.watch(start + limits["timeout_s"])
             judged = worker.judge.verdict(0) if outcome is None else None
         finally:
             gone = judged is not None and judged[0] == "gone"
-            runner = worker.ask_zygote({"end": True, "grace": gone})
+            runner = worker.ask_zygote_with_pipes({"end": True, "grace": gone})
             if judged is None:  # stopped early: with its runner gone, the judge answers at once
                 worker.judge.verdict(JUDGE_GRACE_S)
             self.drain_and_close()
@@ -325,7 +325,19 @@ class Worker:
         self.cgroup = config.get("cgroup")
         self.import_handles = []
         self.control = None
+        self.next_pipes = None
         self.oom_count = self.oom_kills()
+
+    def ask_zygote_with_pipes(self, message):
+        """ask_zygote, handing it the next job's pipes to start that job's runner with; ours
+        go to next_pipes (the output's write ends too: the judge's are those)."""
+        requests, replies, out, err = (os.pipe() for _ in range(4))
+        self.next_pipes = requests[1], replies[0], out, err
+        try:
+            return self.ask_zygote(message, [requests[0], replies[1], out[1], err[1]])
+        finally:
+            os.close(requests[0])
+            os.close(replies[1])
 
     def ask_zygote(self, message, fds=()):
         try:
@@ -375,6 +387,7 @@ def main():
     zygote_pid, worker.control = start_zygote(config, confinement, job_tmpfs, import_handles)
     worker.judge = Judge(import_handles)
     found = worker.ask_zygote({"probe": True})
+    worker.ask_zygote_with_pipes({"next": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
     wire.send(1, {
         **namespaces, **{name: value for name, value in found.items() if name != "memory_cgroup"},

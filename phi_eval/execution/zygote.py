@@ -1,11 +1,15 @@
 """The zygote: PID 1 of the worker's sandbox namespaces, it forks one confined runner per job.
 
 The worker (worker.py) starts it once and talks to it over a SOCK_SEQPACKET pair:
-    {"job": NAME} + 4 descriptors -> {"pid": ...}   fork a runner for a new job; the
-        descriptors are its request and reply pipes and its stdout and stderr
-    {"end": true} -> {"status": WAIT_STATUS}       kill what is left of the job, reap it all,
-        unmount its directory
     {"probe": true} -> {step: bool, ...}           which confinement steps work here
+    {"next": true} + 4 descriptors -> {}           start the first job's runner
+    {"end": true} + 4 descriptors -> {"status": WAIT_STATUS, "by_itself": bool}   kill what is
+        left of the job and reap it all; then, answer sent, unmount its directory and start
+        the next job's runner
+The descriptors are a runner's request and reply pipes and its stdout and stderr. Runners are
+started one job ahead, so that their fork and start-up are off the path from one job to the
+next. A runner waits, unconfined and running nothing of a program, for its first request; it
+confines itself once that comes (so no process of the job's uid exists between jobs).
 
 Each job gets a fresh tmpfs as its directory (so clean-up is one unmount, whatever the program
 left there) and a runner that moves itself into the worker's memory cgroup, then applies
@@ -24,6 +28,7 @@ import sys
 
 import confine
 import runner
+import wire
 
 MNT_DETACH = 2
 MS_NOSUID, MS_NODEV = 2, 4
@@ -53,13 +58,14 @@ class Zygote:
             if not data:
                 return  # the worker has gone
             message = json.loads(data)
-            if "job" in message:
-                reply = {"pid": self.start(message["job"], fds)}
-            elif "end" in message:
+            if "end" in message:
                 reply = self.end(message.get("grace"))
             else:
-                reply = self.probe()
+                reply = self.probe() if "probe" in message else {}
             self.control.send(json.dumps(reply).encode())
+            self.remove_workdir()
+            if fds:
+                self.start(fds)
 
     def make_workdir(self, name):
         workdir = os.path.join(self.config["temp_root"], name)
@@ -81,8 +87,8 @@ class Zygote:
             remove_tree(self.workdir)
         self.workdir = None
 
-    def start(self, name, fds):
-        self.workdir = self.make_workdir(name)
+    def start(self, fds):
+        self.workdir = self.make_workdir(f"job-{os.urandom(8).hex()}")
         try:
             pid = os.fork()
             if pid == 0:
@@ -94,7 +100,8 @@ class Zygote:
         return pid
 
     def become_runner(self, requests, replies, stdout, stderr):
-        """In the forked child: confine, then serve the judge. Never returns."""
+        """In the forked child: get ready, wait for the judge's first request, confine, then
+        serve the judge. Never returns."""
         try:
             os.setsid()  # out of the harness's process group and terminal
             confine.set_process_name(b"phi-runner")
@@ -107,6 +114,9 @@ class Zygote:
             os.dup2(stdout, 1)
             os.dup2(stderr, 2)
             os.environ["HOME"] = os.environ["TMPDIR"] = self.workdir
+            first = wire.receive(requests)
+            if first is None:  # the job ended before it needed us
+                os._exit(0)
             self.confinement.apply(self.workdir)  # Landlock needs the descriptors closed below
             close_fds_except([requests, replies, *self.import_handles])
             for module in OUR_MODULES:  # programs importing these names find their own
@@ -117,12 +127,12 @@ class Zygote:
                 os.write(2, f"sandbox failure: {error!r}\n".encode())
             finally:
                 os._exit(70)
-        runner.serve(requests, replies)
+        runner.serve(requests, replies, first)
 
     def end(self, grace=False):
-        """Kill what is left of the job, reap it all, remove its directory; the runner's
-        wait status, and whether it had ended by itself. With `grace`, a runner that stopped
-        answering may first take a moment to exit."""
+        """Kill what is left of the job and reap it all; the runner's wait status, and whether
+        it had ended by itself. With `grace`, a runner that stopped answering may first take a
+        moment to exit. Its directory goes just after (serve)."""
         status, by_itself = None, False
         if self.runner_pid is not None:
             pidfd = os.pidfd_open(self.runner_pid)
@@ -135,7 +145,6 @@ class Zygote:
             else:
                 kill_orphans()
         self.runner_pid = None
-        self.remove_workdir()
         return {"status": status, "by_itself": by_itself}
 
     def probe(self):
