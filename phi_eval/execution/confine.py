@@ -176,6 +176,10 @@ def seccomp_filter():
     return SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer
 
 
+BEFORE_JOB = ("rlimits", "no_new_privs", "landlock", "seccomp")
+AT_JOB = ("uid_drop", "no_capabilities")
+
+
 class Confinement:
     """What the worker decided at start-up; apply() confines the calling (runner) process."""
 
@@ -260,14 +264,19 @@ class Confinement:
         check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0))
         return True
 
-    def apply(self, workdir, probing=False):
-        """Apply the protections in order. Probing, record which work; for a real job, apply
-        exactly those and let any failure propagate, so a job never runs less confined."""
-        steps = {"rlimits": self.set_rlimits, "uid_drop": self.drop_uid,
-                 "no_capabilities": self.drop_capabilities, "no_new_privs": self.no_new_privs,
-                 "landlock": lambda: self.landlock(workdir), "seccomp": self.load_seccomp}
+    def apply(self, workdir, probing=False, only=None):
+        """Apply the protections in order (those named in `only`, if given). Probing, record
+        which work; for a real job, apply exactly those and let any failure propagate, so a
+        job never runs less confined. A runner applies BEFORE_JOB while it waits for its job,
+        AT_JOB once the job comes: neither Landlock nor seccomp needs to come after the uid
+        drop, and a waiting runner keeps root's uid, so none of a job's uid outlives a job."""
+        steps = {"rlimits": self.set_rlimits, "no_new_privs": self.no_new_privs,
+                 "landlock": lambda: self.landlock(workdir), "seccomp": self.load_seccomp,
+                 "uid_drop": self.drop_uid, "no_capabilities": self.drop_capabilities}
         applied = {}
         for name, step in steps.items():
+            if only is not None and name not in only:
+                continue
             if probing:
                 try:
                     applied[name] = step()

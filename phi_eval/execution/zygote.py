@@ -8,8 +8,9 @@ The worker (worker.py) starts it once and talks to it over a SOCK_SEQPACKET pair
         the next job's runner
 The descriptors are a runner's request and reply pipes and its stdout and stderr. Runners are
 started one job ahead, so that their fork and start-up are off the path from one job to the
-next. A runner waits, unconfined and running nothing of a program, for its first request; it
-confines itself once that comes (so no process of the job's uid exists between jobs).
+next. A waiting runner, running nothing of a program, is confined but for its uid (see
+confine.BEFORE_JOB): it drops to the job's uid once the judge's first request comes, so no
+process of a job's uid exists between jobs.
 
 Each job gets a fresh tmpfs as its directory (so clean-up is one unmount, whatever the program
 left there) and a runner that moves itself into the worker's memory cgroup, then applies
@@ -114,14 +115,16 @@ class Zygote:
             os.dup2(stdout, 1)
             os.dup2(stderr, 2)
             os.environ["HOME"] = os.environ["TMPDIR"] = self.workdir
-            first = wire.receive(requests)
-            if first is None:  # the job ended before it needed us
-                os._exit(0)
-            self.confinement.apply(self.workdir)  # Landlock needs the descriptors closed below
+            # Landlock needs the descriptors closed below.
+            self.confinement.apply(self.workdir, only=confine.BEFORE_JOB)
             close_fds_except([requests, replies, *self.import_handles])
             for module in OUR_MODULES:  # programs importing these names find their own
                 sys.modules.pop(module, None)
             sys.modules["__main__"] = type(sys)("__main__")
+            first = wire.receive(requests)
+            if first is None:  # the job ended before it needed us
+                os._exit(0)
+            self.confinement.apply(self.workdir, only=confine.AT_JOB)
         except BaseException as error:  # never run a program less confined than probed
             try:
                 os.write(2, f"sandbox failure: {error!r}\n".encode())
