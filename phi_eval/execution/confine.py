@@ -1,5 +1,6 @@
 """The kernel-enforced confinement a runner applies to itself before any program runs:
-rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp.
+rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp; and what the
+worker prepares for the uid drop (import paths the uid can reach, the uid's task count).
 
 Standard library only (ctypes); the worker script imports it before anything of phi_eval.
 """
@@ -7,6 +8,7 @@ import ctypes
 import errno
 import os
 import resource
+import stat
 import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -285,3 +287,49 @@ class Confinement:
             elif self.works[name]:
                 step()
         return applied
+
+
+# ---------------------------------------------------------------- for the uid drop
+
+def count_tasks(uid):
+    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
+    total = 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                total += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def traversable_by_others(path):
+    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        path, parent = parent, os.path.dirname(parent)
+    return True
+
+
+def make_imports_reachable():
+    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
+    conda under /root, mode 700). For such import paths, open a handle now and import
+    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
+    Returns the handles, which jobs must keep open."""
+    renamed = {}
+    for index, entry in enumerate(sys.path):
+        real = os.path.realpath(entry) if entry else ""
+        if os.path.isdir(real) and not traversable_by_others(real):
+            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
+    # Submodules of packages already imported are found through the package's __path__.
+    for module in list(sys.modules.values()):
+        search_path = getattr(module, "__path__", None)
+        if isinstance(search_path, list):
+            for index, entry in enumerate(search_path):
+                for real, handle_path in renamed.items():
+                    if entry == real or entry.startswith(real + os.sep):
+                        search_path[index] = handle_path + entry[len(real):]
+    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]

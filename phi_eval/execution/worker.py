@@ -22,7 +22,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import time
 
@@ -127,50 +126,6 @@ def zero_ipc_limits():
         return True
     except OSError:
         return False
-
-
-def count_tasks(uid):
-    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
-    total = 0
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
-                total += len(os.listdir(f"/proc/{name}/task"))
-        except OSError:
-            continue
-    return total
-
-
-def traversable_by_others(path):
-    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
-    parent = os.path.dirname(path)
-    while parent != path:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-        path, parent = parent, os.path.dirname(parent)
-    return True
-
-
-def make_imports_reachable():
-    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
-    conda under /root, mode 700). For such import paths, open a handle now and import
-    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
-    Returns the handles, which jobs must keep open."""
-    renamed = {}
-    for index, entry in enumerate(sys.path):
-        real = os.path.realpath(entry) if entry else ""
-        if os.path.isdir(real) and not traversable_by_others(real):
-            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
-            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
-    # Submodules of packages already imported are found through the package's __path__.
-    for module in list(sys.modules.values()):
-        search_path = getattr(module, "__path__", None)
-        if isinstance(search_path, list):
-            for index, entry in enumerate(search_path):
-                for real, handle_path in renamed.items():
-                    if entry == real or entry.startswith(real + os.sep):
-                        search_path[index] = handle_path + entry[len(real):]
-    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]
 
 
 # ---------------------------------------------------------------- one job
@@ -377,9 +332,9 @@ def main():
     confine.set_process_name(b"phi-worker")
     limits = config["limits"]
     namespaces = enter_worker_namespaces(config["temp_root"], 2 * zygote.TMPFS_FILES * limits["file_size_mb"] + 8)
-    import_handles = make_imports_reachable() if os.getuid() == 0 else []
+    import_handles = confine.make_imports_reachable() if os.getuid() == 0 else []
     drop_to = (config["uid"], config["uid"]) if os.getuid() == 0 else None
-    max_tasks = limits["max_processes"] + (0 if drop_to else count_tasks(os.getuid()))
+    max_tasks = limits["max_processes"] + (0 if drop_to else confine.count_tasks(os.getuid()))
     confinement = confine.Confinement(limits, drop_to, max_tasks)
     worker = Worker(config)
     worker.import_handles = import_handles
