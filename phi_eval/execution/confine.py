@@ -1,13 +1,14 @@
 """The kernel-enforced confinement a runner applies to itself before any program runs:
-rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp.
+rlimits, an unprivileged uid, no capabilities, no_new_privs, Landlock, seccomp; and what the
+worker prepares for the uid drop (import paths the uid can reach, the uid's task count).
 
 Standard library only (ctypes); the worker script imports it before anything of phi_eval.
 """
 import ctypes
-import ctypes.util
 import errno
 import os
 import resource
+import stat
 import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -52,6 +53,9 @@ REFUSED_SYSCALLS = (
     "bpf", "perf_event_open", "userfaultfd",
 )
 AF_UNIX = 1
+# Loaded by name: ctypes.util.find_library would import subprocess, tempfile, random and
+# threading into the zygote, which every job pays for (each page at fork, copy-on-write, exit).
+SECCOMP_LIBRARY = "libseccomp.so.2"
 CLONE_NEWUSER = 0x10000000
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
@@ -91,6 +95,12 @@ class CapData(ctypes.Structure):
 # capset()'s arguments for "none at all", built here: making the array type in every job
 # would cost more than the call.
 NO_CAPABILITIES = (CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)())
+NO_FLAGS = ctypes.c_uint32(0)
+
+
+def with_truncate(rights):
+    """Who may write a file may truncate it (a right of its own since ABI 3)."""
+    return rights | FS_TRUNCATE if rights & FS_WRITE_FILE else rights
 
 
 def check(result):
@@ -125,10 +135,14 @@ def seccomp_filter():
     so that libc falls back to clone. Built once with libseccomp and exported as BPF, so that
     each runner loads it with one prctl(). Returns (sock_fprog, its buffer), or None without
     libseccomp."""
-    path = ctypes.util.find_library("seccomp")
-    if not path:
-        return None
-    lib = ctypes.CDLL(path, use_errno=True)
+    try:
+        lib = ctypes.CDLL(SECCOMP_LIBRARY, use_errno=True)
+    except OSError:
+        from ctypes.util import find_library  # noqa: PLC0415 (only where the usual name is missing)
+        path = find_library("seccomp")
+        if not path:
+            return None
+        lib = ctypes.CDLL(path, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
@@ -164,6 +178,10 @@ def seccomp_filter():
     return SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer
 
 
+BEFORE_JOB = ("rlimits", "no_new_privs", "landlock", "seccomp")
+AT_JOB = ("uid_drop", "no_capabilities")
+
+
 class Confinement:
     """What the worker decided at start-up; apply() confines the calling (runner) process."""
 
@@ -180,6 +198,7 @@ class Confinement:
             for path, rights in DEVICES.items():
                 if os.path.exists(path):
                     self.landlock_fds[os.open(path, os.O_PATH | os.O_CLOEXEC)] = rights
+        self.landlock_prepared = self.landlock_rules() if self.abi else None
         self.seccomp = seccomp_filter()
         self.works = {}  # step name -> whether it works here (set by probing)
 
@@ -218,25 +237,26 @@ class Confinement:
         check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         return True
 
+    def landlock_rules(self):
+        """The ruleset's attributes and the rules for the fixed paths, built once: each runner
+        then adds only its own directory's."""
+        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
+        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
+                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
+        rules = [PathBeneathAttr(with_truncate(rights) & handled_fs, fd) for fd, rights in self.landlock_fds.items()]
+        return attr, ctypes.c_size_t(ctypes.sizeof(attr)), handled_fs, rules
+
     def landlock(self, workdir):
         """Writes only beneath the job's directory; reads only of system and Python files;
         no TCP; no signals or abstract unix sockets reaching outside the job."""
         if not self.abi:
             return False
-        handled_fs = (1 << FS_RIGHT_COUNT_BY_ABI.get(self.abi, FS_RIGHT_COUNT_LATEST)) - 1
-        attr = RulesetAttr(handled_fs, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
-                           SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
-        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
-                                ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
-        rules = dict(self.landlock_fds)
-        rules[os.open(workdir, os.O_PATH | os.O_CLOEXEC)] = handled_fs
-        for fd, rights in rules.items():
-            if rights & FS_WRITE_FILE:
-                rights |= FS_TRUNCATE
-            rule = PathBeneathAttr(rights & handled_fs, fd)
-            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-                          ctypes.byref(rule), ctypes.c_uint32(0)))
-        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)))
+        attr, attr_size, handled_fs, rules = self.landlock_prepared
+        ruleset = check(syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), attr_size, NO_FLAGS))
+        own = PathBeneathAttr(handled_fs, os.open(workdir, os.O_PATH | os.O_CLOEXEC))
+        for rule in (*rules, own):
+            check(syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), NO_FLAGS))
+        check(syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, NO_FLAGS))
         os.close(ruleset)
         return True
 
@@ -246,14 +266,19 @@ class Confinement:
         check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0))
         return True
 
-    def apply(self, workdir, probing=False):
-        """Apply the protections in order. Probing, record which work; for a real job, apply
-        exactly those and let any failure propagate, so a job never runs less confined."""
-        steps = {"rlimits": self.set_rlimits, "uid_drop": self.drop_uid,
-                 "no_capabilities": self.drop_capabilities, "no_new_privs": self.no_new_privs,
-                 "landlock": lambda: self.landlock(workdir), "seccomp": self.load_seccomp}
+    def apply(self, workdir, probing=False, only=None):
+        """Apply the protections in order (those named in `only`, if given). Probing, record
+        which work; for a real job, apply exactly those and let any failure propagate, so a
+        job never runs less confined. A runner applies BEFORE_JOB while it waits for its job,
+        AT_JOB once the job comes: neither Landlock nor seccomp needs to come after the uid
+        drop, and a waiting runner keeps root's uid, so none of a job's uid outlives a job."""
+        steps = {"rlimits": self.set_rlimits, "no_new_privs": self.no_new_privs,
+                 "landlock": lambda: self.landlock(workdir), "seccomp": self.load_seccomp,
+                 "uid_drop": self.drop_uid, "no_capabilities": self.drop_capabilities}
         applied = {}
         for name, step in steps.items():
+            if only is not None and name not in only:
+                continue
             if probing:
                 try:
                     applied[name] = step()
@@ -262,3 +287,49 @@ class Confinement:
             elif self.works[name]:
                 step()
         return applied
+
+
+# ---------------------------------------------------------------- for the uid drop
+
+def count_tasks(uid):
+    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
+    total = 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                total += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def traversable_by_others(path):
+    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        path, parent = parent, os.path.dirname(parent)
+    return True
+
+
+def make_imports_reachable():
+    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
+    conda under /root, mode 700). For such import paths, open a handle now and import
+    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
+    Returns the handles, which jobs must keep open."""
+    renamed = {}
+    for index, entry in enumerate(sys.path):
+        real = os.path.realpath(entry) if entry else ""
+        if os.path.isdir(real) and not traversable_by_others(real):
+            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
+    # Submodules of packages already imported are found through the package's __path__.
+    for module in list(sys.modules.values()):
+        search_path = getattr(module, "__path__", None)
+        if isinstance(search_path, list):
+            for index, entry in enumerate(search_path):
+                for real, handle_path in renamed.items():
+                    if entry == real or entry.startswith(real + os.sep):
+                        search_path[index] = handle_path + entry[len(real):]
+    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]

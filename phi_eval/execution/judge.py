@@ -22,6 +22,8 @@ import wire
 
 REASON_CHARS = 300
 CONTAINER_TAGS = {tuple: "t", set: "s", frozenset: "z"}
+COMPILED = {}  # tests text -> (code, wanted names)
+COMPILED_MAX = 512
 ACTS_ON_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "__hello__", "__phello__"}
 
 
@@ -215,12 +217,24 @@ def test_namespace(channel, found, wanted):
     return namespace
 
 
+def compiled(tests):
+    """The tests' code and wanted names, compiled once per text: a problem's tests come back
+    for each of its samples, and the judge outlives jobs (the tests are trusted: caching
+    their code object is safe)."""
+    found = COMPILED.get(tests)
+    if found is None:
+        code = compile(tests, "<tests>", "exec")
+        if len(COMPILED) >= COMPILED_MAX:
+            COMPILED.clear()
+        found = COMPILED[tests] = code, wanted_names(code)
+    return found
+
+
 def judge(channel, program, tests):
     """(status, reason); status "gone" when the runner vanished (the worker classifies it)."""
     phase = "program"
     try:
-        code = compile(tests, "<tests>", "exec")
-        wanted = wanted_names(code)
+        code, wanted = compiled(tests)
         found = channel.ask("exec", program, wanted)
         phase = "tests"
         exec(code, test_namespace(channel, found, wanted))

@@ -45,9 +45,8 @@ class Runner:
     def decode(self, data):
         return wire.decode(data, self.objects.__getitem__, __import__)
 
-    def serve(self):
+    def serve(self, request):
         while True:
-            request = wire.receive(self.requests)
             if request is None:  # the judge is done
                 return
             try:
@@ -62,6 +61,7 @@ class Runner:
                 reply = ["raise", self.details(error)]
             flush()
             wire.send(self.replies, reply)
+            request = wire.receive(self.requests)
 
     def answer(self, request):
         verb, *arguments = request
@@ -122,9 +122,10 @@ def flush():
             pass
 
 
-def serve(requests, replies):
-    """The runner's whole life after confinement; never returns."""
+def serve(requests, replies, first):
+    """The runner's whole life after confinement, from the judge's first request on; never
+    returns."""
     try:
-        Runner(requests, replies).serve()
+        Runner(requests, replies).serve(first)
     finally:
         os._exit(0)

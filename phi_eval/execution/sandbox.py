@@ -9,6 +9,7 @@ so interpreter start-up is paid once per worker and the verdict is decided where
 cannot reach. What confines the programs, and how, is described there; `Sandbox.protections`
 says which protections this machine allowed.
 """
+import collections
 import json
 import os
 import queue
@@ -18,8 +19,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
@@ -47,6 +49,10 @@ START_TIMEOUT_S = 60.0
 # How long past the program's own timeout a worker may take to answer (killing the job and
 # removing its directory) before it is presumed stuck and replaced.
 REPLY_GRACE_S = 60.0
+# Jobs written ahead to a worker's pipe, so that it never waits for the harness between jobs;
+# only small ones (two must fit in the pipe, or a write could block on a stuck worker).
+AHEAD = 1
+AHEAD_BYTES = 16 << 10
 # Bumped whenever the same program and tests could get a different verdict: part of the
 # execution cache's key, so verdicts cached under older rules are not reused.
 VERDICT_RULES = "2: judged outside the program, plain data only"
@@ -163,24 +169,34 @@ class Sandbox:
             if not (isinstance(job, (tuple, list)) and len(job) == 2 and all(isinstance(text, str) for text in job)):
                 raise UsageError("check_all takes (program, tests) pairs of strings")
         verdicts = [None] * len(jobs)
-        with ThreadPoolExecutor(len(self._workers)) as pool, \
-                tqdm(total=len(jobs), disable=not progress, desc="executing", unit="program") as bar:
-            futures = {pool.submit(self._check, program, tests): index for index, (program, tests) in enumerate(jobs)}
+        pending, lock, stop = iter(enumerate(jobs)), threading.Lock(), threading.Event()
+
+        def next_job():
+            with lock:
+                return None if stop.is_set() else next(pending, None)
+
+        def progressed():
+            with lock:
+                bar.update()
+
+        def serve():
+            worker = self._idle.get()
             try:
-                for future in as_completed(futures):
-                    verdicts[futures[future]] = future.result()
-                    bar.update()
+                worker.serve(next_job, verdicts, progressed)
+            finally:
+                self._idle.put(worker)
+
+        threads = max(1, min(len(self._workers), len(jobs)))
+        with ThreadPoolExecutor(threads) as pool, \
+                tqdm(total=len(jobs), disable=not progress, desc="executing", unit="program") as bar:
+            futures = [pool.submit(serve) for _ in range(threads)]
+            try:
+                for future in futures:
+                    future.result()
             except BaseException:  # Ctrl-C: queued programs never start; running ones end within their timeout
-                pool.shutdown(wait=False, cancel_futures=True)
+                stop.set()
                 raise
         return verdicts
-
-    def _check(self, program, tests):
-        worker = self._idle.get()
-        try:
-            return worker.run(program, tests)
-        finally:
-            self._idle.put(worker)
 
 
 class _Worker:
@@ -204,21 +220,46 @@ class _Worker:
         except (OSError, EOFError, TimeoutError) as error:
             raise RuntimeError(f"the sandbox worker did not start: {error}") from error
 
-    def run(self, program, tests):
+    def serve(self, next_job, verdicts, done):
+        """Run jobs from next_job() ((index, (program, tests)), None when none are left) into
+        verdicts, writing the next one ahead into the worker's pipe so that it starts as soon
+        as the last ends. Only small jobs go ahead: two must fit in the pipe, so that a write
+        never blocks on a stuck worker."""
+        def take():
+            item = next_job()
+            return item and (item[0], json.dumps({"program": item[1][0], "tests": item[1][1]}).encode())
+
+        in_flight, waiting = collections.deque(), take()  # written (index, data), oldest first
+        while waiting or in_flight:
+            while waiting and (not in_flight or (len(in_flight) <= AHEAD and len(waiting[1]) <= AHEAD_BYTES
+                                                 and len(in_flight[-1][1]) <= AHEAD_BYTES)):
+                self._send(waiting[1])
+                in_flight.append(waiting)
+                waiting = take()
+            index = in_flight.popleft()[0]
+            verdicts[index], replaced = self._verdict()
+            for _, data in in_flight if replaced else ():  # the new worker never got them
+                self._send(data)
+            done()
+
+    def _verdict(self):
+        """The next verdict, and whether the worker had to be replaced to get it."""
         try:
-            self._send({"program": program, "tests": tests})
             reply = self._receive(time.monotonic() + self._config["limits"]["timeout_s"] + REPLY_GRACE_S)
         except (OSError, EOFError, TimeoutError) as error:
             self.close()
             self._start()
             self.wait_ready()
-            return Verdict("killed", f"the sandbox worker failed ({error!r}) and was replaced", 0.0)
-        return Verdict(**reply)
+            return Verdict("killed", f"the sandbox worker failed ({error!r}) and was replaced", 0.0), True
+        return Verdict(**reply), False
 
-    def _send(self, message):
-        data = json.dumps(message).encode()
-        self._process.stdin.write(struct.pack(">I", len(data)) + data)
-        self._process.stdin.flush()
+    def _send(self, data):
+        """Write one job; a dead worker shows when its verdict is read."""
+        try:
+            self._process.stdin.write(struct.pack(">I", len(data)) + data)
+            self._process.stdin.flush()
+        except OSError:
+            pass
 
     def _receive(self, deadline):
         size = struct.unpack(">I", self._read(4, deadline))[0]

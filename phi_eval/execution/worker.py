@@ -22,7 +22,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import time
 
@@ -110,6 +109,9 @@ def start_zygote(config, confinement, job_tmpfs, import_handles):
             prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, not to the machine's init
         namespaces["ipc_limits_zero"] = namespaces["ipc_namespace"] and zero_ipc_limits()
         confine.set_process_name(b"phi-zygote")
+        # The first compile() in a process builds the AST node types (~1.5 ms): once, here,
+        # rather than in every job.
+        compile("", "<warm-up>", "exec")
         gc.freeze()  # a collection in a job then never walks (and so copies) our objects
         zygote.Zygote(config, theirs, confinement, namespaces, job_tmpfs, import_handles).serve()
     finally:
@@ -126,50 +128,6 @@ def zero_ipc_limits():
         return False
 
 
-def count_tasks(uid):
-    """How many processes and threads this uid runs now: RLIMIT_NPROC counts them all."""
-    total = 0
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
-                total += len(os.listdir(f"/proc/{name}/task"))
-        except OSError:
-            continue
-    return total
-
-
-def traversable_by_others(path):
-    """Whether a uid that owns nothing here may walk down to `path` (ACLs aside)."""
-    parent = os.path.dirname(path)
-    while parent != path:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-        path, parent = parent, os.path.dirname(parent)
-    return True
-
-
-def make_imports_reachable():
-    """Jobs run as an unprivileged uid that may not reach the Python installation (pyenv or
-    conda under /root, mode 700). For such import paths, open a handle now and import
-    through /proc/self/fd/N instead: jobs inherit the handle, which skips the ancestors.
-    Returns the handles, which jobs must keep open."""
-    renamed = {}
-    for index, entry in enumerate(sys.path):
-        real = os.path.realpath(entry) if entry else ""
-        if os.path.isdir(real) and not traversable_by_others(real):
-            handle = os.open(real, os.O_PATH | os.O_DIRECTORY)
-            renamed[real] = sys.path[index] = f"/proc/self/fd/{handle}"
-    # Submodules of packages already imported are found through the package's __path__.
-    for module in list(sys.modules.values()):
-        search_path = getattr(module, "__path__", None)
-        if isinstance(search_path, list):
-            for index, entry in enumerate(search_path):
-                for real, handle_path in renamed.items():
-                    if entry == real or entry.startswith(real + os.sep):
-                        search_path[index] = handle_path + entry[len(real):]
-    return [int(path.rsplit("/", 1)[1]) for path in renamed.values()]
-
-
 # ---------------------------------------------------------------- one job
 
 class Job:
@@ -184,28 +142,29 @@ class Job:
     def run(self):
         worker, limits = self.worker, self.worker.limits
         start = time.monotonic()
-        oom_before = worker.oom_kills()
-        requests, replies, out, err = (os.pipe() for _ in range(4))
-        for name, (read_end, _) in zip(("stdout", "stderr"), (out, err)):
+        oom_before = worker.oom_count
+        # The runner waiting on the other ends was started at the end of the previous job.
+        requests, replies, (out, out_write), (err, err_write) = worker.next_pipes
+        for name, read_end in (("stdout", out), ("stderr", err)):
             os.set_blocking(read_end, False)
             self.readers[read_end] = name
         outcome = judged = None
         try:
-            worker.ask_zygote({"job": f"job-{os.urandom(8).hex()}"}, [requests[0], replies[1], out[1], err[1]])
-            for fd in (requests[0], replies[1]):
-                os.close(fd)
-            worker.judge.submit(self.program, self.tests, [requests[1], replies[0], out[1], err[1]])
-            for fd in (requests[1], replies[0], out[1], err[1]):
-                os.close(fd)
+            try:
+                worker.judge.submit(self.program, self.tests, [requests, replies, out_write, err_write])
+            finally:
+                for fd in (requests, replies, out_write, err_write):
+                    os.close(fd)
             outcome = self.watch(start + limits["timeout_s"])
             judged = worker.judge.verdict(0) if outcome is None else None
         finally:
             gone = judged is not None and judged[0] == "gone"
-            runner = worker.ask_zygote({"end": True, "grace": gone})
+            runner = worker.ask_zygote_with_pipes({"end": True, "grace": gone})
             if judged is None:  # stopped early: with its runner gone, the judge answers at once
                 worker.judge.verdict(JUDGE_GRACE_S)
             self.drain_and_close()
-        out_of_memory = worker.oom_kills() > oom_before
+        worker.oom_count = worker.oom_kills()  # the next job's starting count (one read per job)
+        out_of_memory = worker.oom_count > oom_before
         if outcome is None:
             outcome = judged or ("error", "sandbox failure: the judge did not report")
             if gone and (runner["by_itself"] or out_of_memory):
@@ -321,6 +280,19 @@ class Worker:
         self.cgroup = config.get("cgroup")
         self.import_handles = []
         self.control = None
+        self.next_pipes = None
+        self.oom_count = self.oom_kills()
+
+    def ask_zygote_with_pipes(self, message):
+        """ask_zygote, handing it the next job's pipes to start that job's runner with; ours
+        go to next_pipes (the output's write ends too: the judge's are those)."""
+        requests, replies, out, err = (os.pipe() for _ in range(4))
+        self.next_pipes = requests[1], replies[0], out, err
+        try:
+            return self.ask_zygote(message, [requests[0], replies[1], out[1], err[1]])
+        finally:
+            os.close(requests[0])
+            os.close(replies[1])
 
     def ask_zygote(self, message, fds=()):
         try:
@@ -360,9 +332,9 @@ def main():
     confine.set_process_name(b"phi-worker")
     limits = config["limits"]
     namespaces = enter_worker_namespaces(config["temp_root"], 2 * zygote.TMPFS_FILES * limits["file_size_mb"] + 8)
-    import_handles = make_imports_reachable() if os.getuid() == 0 else []
+    import_handles = confine.make_imports_reachable() if os.getuid() == 0 else []
     drop_to = (config["uid"], config["uid"]) if os.getuid() == 0 else None
-    max_tasks = limits["max_processes"] + (0 if drop_to else count_tasks(os.getuid()))
+    max_tasks = limits["max_processes"] + (0 if drop_to else confine.count_tasks(os.getuid()))
     confinement = confine.Confinement(limits, drop_to, max_tasks)
     worker = Worker(config)
     worker.import_handles = import_handles
@@ -370,6 +342,7 @@ def main():
     zygote_pid, worker.control = start_zygote(config, confinement, job_tmpfs, import_handles)
     worker.judge = Judge(import_handles)
     found = worker.ask_zygote({"probe": True})
+    worker.ask_zygote_with_pipes({"next": True})
     landlock_in_force = confinement.abi if found["landlock"] else 0
     wire.send(1, {
         **namespaces, **{name: value for name, value in found.items() if name != "memory_cgroup"},

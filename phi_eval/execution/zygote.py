@@ -1,11 +1,16 @@
 """The zygote: PID 1 of the worker's sandbox namespaces, it forks one confined runner per job.
 
 The worker (worker.py) starts it once and talks to it over a SOCK_SEQPACKET pair:
-    {"job": NAME} + 4 descriptors -> {"pid": ...}   fork a runner for a new job; the
-        descriptors are its request and reply pipes and its stdout and stderr
-    {"end": true} -> {"status": WAIT_STATUS}       kill what is left of the job, reap it all,
-        unmount its directory
     {"probe": true} -> {step: bool, ...}           which confinement steps work here
+    {"next": true} + 4 descriptors -> {}           start the first job's runner
+    {"end": true} + 4 descriptors -> {"status": WAIT_STATUS, "by_itself": bool}   kill what is
+        left of the job and reap it all; then, answer sent, unmount its directory and start
+        the next job's runner
+The descriptors are a runner's request and reply pipes and its stdout and stderr. Runners are
+started one job ahead, so that their fork and start-up are off the path from one job to the
+next. A waiting runner, running nothing of a program, is confined but for its uid (see
+confine.BEFORE_JOB): it drops to the job's uid once the judge's first request comes, so no
+process of a job's uid exists between jobs.
 
 Each job gets a fresh tmpfs as its directory (so clean-up is one unmount, whatever the program
 left there) and a runner that moves itself into the worker's memory cgroup, then applies
@@ -14,16 +19,17 @@ judge (runner.py). In its own PID namespace the zygote ends a job with one kill(
 every other process there is the job's, detached children and fork bombs included. Without one,
 it is a child subreaper and kills, round after round, the orphans it inherits.
 """
+import _signal
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
 
 import confine
 import runner
+import wire
 
 MNT_DETACH = 2
 MS_NOSUID, MS_NODEV = 2, 4
@@ -53,13 +59,14 @@ class Zygote:
             if not data:
                 return  # the worker has gone
             message = json.loads(data)
-            if "job" in message:
-                reply = {"pid": self.start(message["job"], fds)}
-            elif "end" in message:
+            if "end" in message:
                 reply = self.end(message.get("grace"))
             else:
-                reply = self.probe()
+                reply = self.probe() if "probe" in message else {}
             self.control.send(json.dumps(reply).encode())
+            self.remove_workdir()
+            if fds:
+                self.start(fds)
 
     def make_workdir(self, name):
         workdir = os.path.join(self.config["temp_root"], name)
@@ -81,8 +88,8 @@ class Zygote:
             remove_tree(self.workdir)
         self.workdir = None
 
-    def start(self, name, fds):
-        self.workdir = self.make_workdir(name)
+    def start(self, fds):
+        self.workdir = self.make_workdir(f"job-{os.urandom(8).hex()}")
         try:
             pid = os.fork()
             if pid == 0:
@@ -94,35 +101,41 @@ class Zygote:
         return pid
 
     def become_runner(self, requests, replies, stdout, stderr):
-        """In the forked child: confine, then serve the judge. Never returns."""
+        """In the forked child: get ready, wait for the judge's first request, confine, then
+        serve the judge. Never returns."""
         try:
             os.setsid()  # out of the harness's process group and terminal
             confine.set_process_name(b"phi-runner")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # _signal, not signal: its wrapper's enum conversions cost more than the call.
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
             if self.in_cgroup:  # born in the zygote's memory cgroup: the OOM killer's first pick
-                with open("/proc/self/oom_score_adj", "w") as handle:
-                    handle.write("1000")
+                write_file("/proc/self/oom_score_adj", b"1000")
             os.chdir(self.workdir)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(stdout, 1)
             os.dup2(stderr, 2)
             os.environ["HOME"] = os.environ["TMPDIR"] = self.workdir
-            self.confinement.apply(self.workdir)  # Landlock needs the descriptors closed below
+            # Landlock needs the descriptors closed below.
+            self.confinement.apply(self.workdir, only=confine.BEFORE_JOB)
             close_fds_except([requests, replies, *self.import_handles])
             for module in OUR_MODULES:  # programs importing these names find their own
                 sys.modules.pop(module, None)
             sys.modules["__main__"] = type(sys)("__main__")
+            first = wire.receive(requests)
+            if first is None:  # the job ended before it needed us
+                os._exit(0)
+            self.confinement.apply(self.workdir, only=confine.AT_JOB)
         except BaseException as error:  # never run a program less confined than probed
             try:
                 os.write(2, f"sandbox failure: {error!r}\n".encode())
             finally:
                 os._exit(70)
-        runner.serve(requests, replies)
+        runner.serve(requests, replies, first)
 
     def end(self, grace=False):
-        """Kill what is left of the job, reap it all, remove its directory; the runner's
-        wait status, and whether it had ended by itself. With `grace`, a runner that stopped
-        answering may first take a moment to exit."""
+        """Kill what is left of the job and reap it all; the runner's wait status, and whether
+        it had ended by itself. With `grace`, a runner that stopped answering may first take a
+        moment to exit. Its directory goes just after (serve)."""
         status, by_itself = None, False
         if self.runner_pid is not None:
             pidfd = os.pidfd_open(self.runner_pid)
@@ -135,7 +148,6 @@ class Zygote:
             else:
                 kill_orphans()
         self.runner_pid = None
-        self.remove_workdir()
         return {"status": status, "by_itself": by_itself}
 
     def probe(self):
@@ -171,6 +183,15 @@ def join_cgroup(group):
         return True
     except OSError:
         return False
+
+
+def write_file(path, data):
+    """os-level: each Python object a runner touches costs it a copied memory page."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def close_fds_except(keep):
@@ -215,6 +236,7 @@ def kill_orphans():
 def remove_tree(path):
     """Without a private tmpfs: remove the job's directory even where the program made parts
     of it unreadable (as root nothing can stop us; otherwise the files are ours to chmod)."""
+    import shutil  # noqa: PLC0415 (here only: every module the zygote holds makes each fork dearer)
     def open_up_and_retry(function, failed, _):
         try:
             os.chmod(os.path.dirname(failed), 0o700)
