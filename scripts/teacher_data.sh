@@ -43,21 +43,29 @@ phi-eval data source "$stdlib" --exclude-dirs __pycache__ site-packages test tes
 chatml=$'<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\nEducational value (0-10):'
 grade=(--input "$work/source.jsonl" --seed 0 --max-chars 600 --concurrency 32
        --stands-in-for "GPT-4 (phi-1's annotator)" "${endpoint[@]}" --api completions)
-phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size "${ANNOTATE:-48}" --temperature 0 \
-    --score expected --max-tokens 2 --completion-template "$chatml "
-phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-24}" \
-    --temperature 0.7 --max-tokens 4 --completion-template "$chatml"
+# Grading and writing at once, so the writing's batches start at once. phi-eval serve decodes
+# requests with logprobs (the expected grade) one at a time, not batched: grading costs ~3-10 s a
+# file on 2 shared cores, and the writing (batched, 32 replies a batch) takes turns with it.
+(
+    phi-eval data annotate "${grade[@]}" --out "$work/annotated.jsonl" --sample-size "${ANNOTATE:-256}" \
+        --temperature 0 --score expected --max-tokens 2 --completion-template "$chatml "
+    phi-eval data annotate "${grade[@]}" --out "$work/annotated-t07.jsonl" --sample-size "${AGREEMENT:-64}" \
+        --temperature 0.7 --max-tokens 4 --completion-template "$chatml"
+) &
+grading=$!
+
+# Both kinds of writing with the same decoding settings, so the server batches them together
+# (64 in flight keep the next batch full while one decodes).
+write=(--seed 0 --temperature 0.8 --max-tokens 256 --concurrency 32 --stands-in-for "GPT-3.5 (phi-1's writer)"
+       "${endpoint[@]}")
+phi-eval data synthesize "${write[@]}" --kind textbook --count "${TEXTBOOKS:-56}" --out "$work/textbook.jsonl" &
+textbooks=$!
+phi-eval data synthesize "${write[@]}" --kind exercises --count "${EXERCISES:-48}" --out "$work/exercises.jsonl"
+wait "$textbooks"
+wait "$grading"
 python -m phi_eval.data.teacher "$work/annotated.jsonl" "$work/annotated-t07.jsonl" --out "$teacher" --threshold 4.5
 cp "$work/annotated.manifest.json" "$teacher/annotate.manifest.json"
 cp "$work/annotated-t07.manifest.json" "$teacher/annotate-t07.manifest.json"
-
-# Both kinds at once, with the same decoding settings, so the server batches them together.
-write=(--seed 0 --temperature 0.8 --max-tokens 256 --concurrency 16 --stands-in-for "GPT-3.5 (phi-1's writer)"
-       "${endpoint[@]}")
-phi-eval data synthesize "${write[@]}" --kind textbook --count "${TEXTBOOKS:-4}" --out "$work/textbook.jsonl" &
-textbooks=$!
-phi-eval data synthesize "${write[@]}" --kind exercises --count "${EXERCISES:-4}" --out "$work/exercises.jsonl"
-wait "$textbooks"
 for kind in textbook exercises; do
     cp "$work/$kind.jsonl" "$teacher/$kind.jsonl"
     cp "$work/$kind.manifest.json" "$teacher/$kind.manifest.json"
