@@ -6,7 +6,9 @@ Concurrency: the wall time of a two-model side-by-side against each model alone,
 
 Speed against transformers (--vs-generate SPEC): one side streaming SPEC in the app against transformers'
 `model.generate` on the same loaded model, the same prompt token ids, greedy, the same new-token budget;
-tokens/s of each (generation only: prefill included, loading not), interleaved repeats, outputs compared.
+tokens/s of each (generation only: prefill included, loading not), interleaved repeats, outputs compared; also
+phi-eval's own streaming (HFModel.stream) without the app, to tell the decoding loop from the app's overhead.
+generate and stream run in a fresh thread each, as the app's sides do (see in_fresh_thread: why not the main thread).
 
     .venv/bin/python benchmarks/bench_app_streaming.py --vs-generate gemma-3-270m [--max-tokens 64] [--repeats 3]
 
@@ -22,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,45 +99,86 @@ def measure(scratch: Path, args) -> tuple[dict[str, list[float]], dict[str, list
     return walls, finish
 
 
+def in_fresh_thread(fn):
+    """Run fn() in a new thread, as the app runs each side, and return (its result, wall s, process CPU s).
+    Why not the main thread: libgomp (torch's OpenMP) keeps a thread team per thread that ever ran a
+    parallel region, and once it manages more threads than there are cores, every team waits on a futex
+    instead of spinning. transformers' generate in the main thread would leave such a team behind and slow
+    the app's side thread (not itself) on a quiet machine: an unfair comparison."""
+    box = []
+    started, cpu = time.perf_counter(), time.process_time()
+    thread = threading.Thread(target=lambda: box.append(fn()))
+    thread.start()
+    thread.join()
+    return box[0], time.perf_counter() - started, time.process_time() - cpu
+
+
 def vs_generate(spec_text: str, max_tokens: int, repeats: int) -> None:
     import torch
     from gradio_client import Client
 
     from phi_eval.app import page as app
     from phi_eval.app.pool import ModelPool
+    from phi_eval.models import GenerationConfig, GenerationRequest
 
     pool = ModelPool()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {spec_text}; prompt of {len(PROMPT)} "
-          f"characters, greedy, up to {max_tokens} new tokens, {repeats} repeats (median)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; {spec_text}; prompt of {len(PROMPT)} characters, "
+          f"greedy, up to {max_tokens} new tokens, {repeats} repeats (median)")
     with launched(app.build((spec_text, ""), pool=pool)) as url:
         client = Client(url, verbose=False)
         timed_compare(client, [spec_text, spec_text], 2)  # loads the model (once): loading is not measured
         with pool.use(pool.resolve(spec_text)) as model:  # the very model object the app streams from
             # The backend's own prompt encoding (special tokens as it adds them), so both get the same ids.
             ids = torch.tensor([model._encode(PROMPT)], device=model.device)
-            rates: dict[str, list[float]] = {"app (streamed)": [], "transformers generate": []}
-            texts = {}
-            for _ in range(repeats):
-                _, (side,) = timed_compare(client, [spec_text, ""], max_tokens)
-                if side["status"] != "done":
-                    sys.exit(f"the app's side did not finish: {side['status']} {side['error']}")
-                rates["app (streamed)"].append(side["metrics"]["output_tokens"] / side["metrics"]["generation_s"])
-                texts["app"] = side["completion"]
-                started = time.perf_counter()
+            request = GenerationRequest(PROMPT, GenerationConfig(max_new_tokens=max_tokens))
+
+            def generate() -> tuple[int, str]:
                 with torch.no_grad():
                     out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                                do_sample=False, pad_token_id=model.pad_id)
-                seconds = time.perf_counter() - started
                 new = out[0, ids.shape[1]:].tolist()
-                rates["transformers generate"].append(len(new) / seconds)
-                texts["generate"] = model.tokenizer.decode([t for t in new if t != model.eos_id])
-    print("\n| run | tokens/s (median) | all repeats |")
-    print("|---|---|---|")
+                return len(new), model.tokenizer.decode([t for t in new if t != model.eos_id])
+
+            def stream() -> tuple[int, str]:
+                pieces = model.stream(request)
+                while True:
+                    try:
+                        next(pieces)
+                    except StopIteration as end:
+                        return end.value.n_tokens, end.value.text
+
+            def app_side() -> tuple[int, str, float]:
+                _, (side,) = timed_compare(client, [spec_text, ""], max_tokens)
+                if side["status"] != "done":
+                    sys.exit(f"the app's side did not finish: {side['status']} {side['error']}")
+                metrics = side["metrics"]
+                return metrics["output_tokens"], side["completion"], metrics["generation_s"]
+
+            rates: dict[str, list[float]] = {"app (streamed)": [], "phi-eval stream, no app": [],
+                                             "transformers generate": []}
+            cpu: dict[str, list[float]] = {name: [] for name in rates}  # process CPU ms per token
+            texts: dict[str, str] = {}
+            for _ in range(repeats):  # interleaved, so drift in the machine's load hits all alike
+                used = time.process_time()
+                tokens, texts["app"], seconds = app_side()  # the app streams in a side thread of its own
+                rates["app (streamed)"].append(tokens / seconds)  # the side's generation time: no HTTP, no queue
+                cpu["app (streamed)"].append(1000 * (time.process_time() - used) / tokens)  # + server, rendering
+                for name, fn in (("phi-eval stream, no app", stream), ("transformers generate", generate)):
+                    (tokens, texts[name]), seconds, used = in_fresh_thread(fn)
+                    rates[name].append(tokens / seconds)
+                    cpu[name].append(1000 * used / tokens)
+    print("\n| run | tokens/s (median) | all repeats | process CPU ms per token (median) |")
+    print("|---|---|---|---|")
     for name, values in rates.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
-    ratio = statistics.median(rates["app (streamed)"]) / statistics.median(rates["transformers generate"])
-    print(f"\napp / transformers generate (target >= 1.00): {ratio:.2f}")
-    print(f"same completion: {texts['app'] == texts['generate']}")
+        print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} "
+              f"| {statistics.median(cpu[name]):.1f} |")
+    base = statistics.median(rates["transformers generate"])
+    print(f"\napp / transformers generate (target >= 1.00): {statistics.median(rates['app (streamed)']) / base:.2f}")
+    print(f"phi-eval stream without the app / transformers generate: "
+          f"{statistics.median(rates['phi-eval stream, no app']) / base:.2f}")
+    print(f"same completion: app {texts['app'] == texts['transformers generate']}, "
+          f"stream {texts['phi-eval stream, no app'] == texts['transformers generate']}")
 
 
 def main() -> None:
