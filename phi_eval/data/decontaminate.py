@@ -43,14 +43,19 @@ def item_text(task: str, doc: dict) -> str:
     return "\n".join(str(doc[f]) for f in FIELDS_OF.get(task, ()) if doc.get(f))
 
 
-def load_benchmarks(settings: dict) -> list[list[str]]:
-    """[[task, doc_id, text], ...] of every item, loaded once (the tasks read local files)."""
-    from phi_eval.tasks import resolve_tasks
-
+def checked_data_dir(settings: dict) -> Path | None:
     data_dir = Path(settings["data_dir"]) if settings["data_dir"] else None
     if data_dir is not None and not data_dir.is_dir():
         raise UsageError(f"decontaminate data_dir {data_dir} is not a directory; point it at the benchmark files "
                          "(laid out like shared/benchmarks)")
+    return data_dir
+
+
+def load_benchmarks(settings: dict) -> list[list[str]]:
+    """[[task, doc_id, text], ...] of every item, loaded once (the tasks read local files)."""
+    from phi_eval.tasks import resolve_tasks
+
+    data_dir = checked_data_dir(settings)
     items = []
     for task in resolve_tasks(",".join(settings["tasks"]), data_dir):
         for doc in task.load_docs(data_dir):

@@ -18,12 +18,16 @@ from datatrove.pipeline.base import PipelineStep
 from phi_eval.contamination.similarity import batched
 from phi_eval.data import source
 from phi_eval.data.distributed import logs  # noqa: F401  (task logs to files only, in every worker)
-from phi_eval.data.distributed.shards import key, side_file, write_atomically
+from phi_eval.data.distributed.shards import ORDER, key, order_of, side_file, write_atomically
 from phi_eval.errors import UsageError
 
 
 class Block(PipelineStep):
     type = "phi-eval"
+
+    def prepare(self) -> None:
+        """Run by the local driver before it forks the workers: what every task needs (a model, an
+        index) is then built once and inherited, not built again in each worker (see per_worker)."""
 
     def __repr__(self):
         return f"phi-eval: {self.name}"
@@ -39,14 +43,17 @@ class SourceFiles(Block):
         self.settings = settings
 
     def candidates(self, rank: int, world_size: int):
-        units = []
+        units = []  # in the order `phi-eval data source` reads them
         for spec in self.settings["inputs"]:
             if spec.startswith("hf:"):
                 units.append(spec)  # a hub stream is one unit: its rows are read by one task
             else:
                 units += [str(p) for p in source.files_of(Path(spec), self.settings)]
-        for unit in units[rank::world_size]:
-            yield from source.candidates(unit, self.settings)
+        for unit in range(rank, len(units), world_size):
+            for row, (document, why) in enumerate(source.candidates(units[unit], self.settings)):
+                if document is not None:
+                    document[ORDER] = order_of(0, unit, row)
+                yield document, why
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for document, why in self.candidates(rank, world_size):
@@ -103,22 +110,103 @@ class Annotate(Block):
             yield document
 
 
+class ReplayGrades(Block):
+    """`annotate` with `annotator: file`: every document whose text has a recorded grade gets it, as
+    the single-process stage does (grades matched by the sha256 of the text; no sampling)."""
+
+    name = "annotate (recorded grades)"
+
+    def __init__(self, grades_file: str):
+        super().__init__()
+        self.grades_file = grades_file
+
+    def prepare(self) -> None:
+        self.grades()
+
+    def grades(self) -> dict:
+        from phi_eval.data.annotate import recorded_grades
+
+        return per_worker(("grades", self.grades_file), lambda: recorded_grades(Path(self.grades_file)))
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.data.annotate import text_sha256
+
+        grades = self.grades()
+        for document in data:
+            recorded = grades.get(text_sha256(document.text))
+            if recorded is not None:
+                document.metadata.update(recorded)
+                self.stat_update("annotated")
+            yield document
+
+
+class AppendFiles(Block):
+    """The `append` stage: the shard as it was, then this task's share of the files' documents
+    (every world_size-th, dealt in file order); their corpus order puts them after everything before."""
+
+    name = "append"
+
+    def __init__(self, stage: int, files: list[str]):
+        super().__init__()
+        self.stage, self.files = stage, files
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.data.stage import read_documents
+
+        for document in data:
+            yield document
+        dealt = 0
+        for unit, path in enumerate(self.files):
+            for row, document in enumerate(read_documents(Path(path))):
+                dealt += 1
+                if (dealt - 1) % world_size != rank:
+                    continue
+                self.stat_update("appended", f"appended from {Path(path).name}")
+                text, doc_id = document.pop("text"), str(document.pop("id", f"{path}/{row + 1}"))
+                yield Document(text=text, id=doc_id, metadata={**document, ORDER: order_of(self.stage, unit, row)})
+
+
 def numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 class Embed(Block):
-    """First pass of classify: every document's embedding (the costly part), with its key and grade."""
+    """First pass of classify: every document's embedding (the costly part), with its key and grade.
+
+    A task computes on one core (torch set to one thread, as datatrove's `cpus_per_task=1`): `--workers`
+    says how many cores a run uses. The model is loaded once per process: by the local driver before
+    it forks (`prepare`), in each worker elsewhere (Ray, Slurm)."""
 
     name = "classify: embed"
 
-    def __init__(self, settings: dict, side_dir: Path, chunk: int = 256):
+    def __init__(self, settings: dict, side_dir: Path):
         super().__init__()
-        self.settings, self.side_dir, self.chunk = settings, Path(side_dir), chunk
+        self.settings, self.side_dir = settings, Path(side_dir)
+        self.chunk = settings["batch_size"] * 4  # as the single-process stage: one task embeds the same batches
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # before any torch work: also what makes a forked worker safe (runner.py)
+        try:
+            self.embed_all(data, rank)
+        finally:
+            torch.set_num_threads(threads)  # a task run in the driver's process leaves it as it was
+        yield from ()
+
+    def prepare(self) -> None:
+        self.embedder()
+
+    def embedder(self):
         from phi_eval.contamination.similarity import Embedder
 
+        s = self.settings
+        return per_worker(("embedder", s["embed_model"], s["device"], s["batch_size"], s["max_tokens"]),
+                          lambda: Embedder(s["embed_model"], device=s["device"], batch_size=s["batch_size"],
+                                           max_tokens=s["max_tokens"]))
+
+    def embed_all(self, data: DocumentsPipeline, rank: int) -> None:
         embedder, rows, vectors, batch = None, [], [], []
 
         def flush():
@@ -129,8 +217,7 @@ class Embed(Block):
 
         for document in data:
             if embedder is None:  # loaded on the first document: a task with none loads no model
-                embedder = Embedder(self.settings["embed_model"], device=self.settings["device"],
-                                    batch_size=self.settings["batch_size"], max_tokens=self.settings["max_tokens"])
+                embedder = self.embedder()
             grade = document.metadata.get("edu_score")
             rows.append([*key(document), grade if numeric(grade) else None])
             batch.append(document)
@@ -141,7 +228,6 @@ class Embed(Block):
         save_array(side_file(self.side_dir, rank, ".npy"),
                    np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32))
         write_atomically(side_file(self.side_dir, rank), rows)  # written last: it marks the pair complete
-        yield from ()
 
 
 class Score(Block):
@@ -268,11 +354,20 @@ class Decontaminate(Block):
         super().__init__()
         self.settings, self.items_file, self.side_dir = settings, Path(items_file), Path(side_dir)
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from phi_eval.data.decontaminate import Checker, batches
+    def prepare(self) -> None:
+        self.checker()
 
-        checker = Checker(json.loads(self.items_file.read_text()), self.settings)
-        dropped = []
+    def checker(self):
+        from phi_eval.data.decontaminate import Checker
+
+        s = self.settings
+        return per_worker(("checker", str(self.items_file), s["n"], s["threshold"]),
+                          lambda: Checker(json.loads(self.items_file.read_text()), s))
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.data.decontaminate import batches
+
+        checker, dropped = self.checker(), []
         for batch in batches(data, lambda d: d.text):
             with self.track_time("batch"):
                 hits = checker.check([d.text for d in batch])
@@ -286,6 +381,17 @@ class Decontaminate(Block):
                 self.stat_update("kept")
                 yield document
         write_atomically(side_file(self.side_dir, rank), dropped)
+
+
+WORKER_CACHE: dict = {}
+
+
+def per_worker(cache_key: tuple, make):
+    """Built once per process and kept for its next tasks (a model, an n-gram index), so a task's fixed
+    cost is not paid per task; the runner clears it after each phase. Keys name what the object depends on."""
+    if cache_key not in WORKER_CACHE:
+        WORKER_CACHE[cache_key] = make()
+    return WORKER_CACHE[cache_key]
 
 
 class Guard(Block):

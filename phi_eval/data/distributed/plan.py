@@ -6,13 +6,15 @@ and completion markers to OUT/logs/NN-STAGE-PHASE/. Per stage:
 
     source         one phase: the input files dealt to the tasks
     annotate       heuristic: one phase (sampled: hashes -> global sample cut -> grade);
-                   llm: run whole (one task: its request loop resumes itself)
-    classify       embed -> train one forest (graded documents, key order) -> score
+                   file: one phase (recorded grades); llm: run whole (one task: its request
+                   loop resumes itself)
+    classify       embed -> train one forest (graded documents, in corpus order) -> score
     filter         scores -> global cut -> keep
     synthesize     run whole (one task)
-    dedup          signatures -> decide (in key order) -> drop
-    decontaminate  one phase (n-gram candidates confirmed by similarity)
-and a last phase merges the final corpus into OUT/corpus.jsonl, sorted by (id, text hash).
+    append         one phase: the shards, then a share of the files' documents each
+    dedup          signatures -> decide (in corpus order) -> drop
+    decontaminate  load the benchmark items -> check (n-gram candidates confirmed by similarity)
+and a last phase merges the final corpus into OUT/corpus.jsonl, in corpus order (shards.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_eval.data.distributed import blocks, reduce
-from phi_eval.data.distributed.shards import ShardReader, shard_writer, write_json
+from phi_eval.data.distributed.shards import ShardReader, shard_writer
 from phi_eval.data.stage import label
 
 WHOLE = {"synthesize"}
@@ -38,6 +40,16 @@ def check(stages: list[tuple[str, dict]]) -> None:
     from phi_eval.errors import UsageError
 
     for i, (name, settings) in enumerate(stages):
+        if name == "decontaminate":  # found now, not after the stages before it ran
+            from phi_eval.data.decontaminate import checked_data_dir
+
+            checked_data_dir(settings)
+        files = [("files", f) for f in settings["files"]] if name == "append" else \
+            [("grades_file", settings["grades_file"])] if name == "annotate" and settings["annotator"] == "file" else []
+        for field, path in files:
+            if not Path(path).is_file():
+                raise UsageError(f"{label(f'data.stages[{i}]', field)}: {path} is not a file; fix the path (relative "
+                                 "paths start from the folder you run in)")
         for cap in ("max_docs", "max_bytes"):
             if name == "source" and settings.get(cap) is not None:
                 raise UsageError(f"{label(f'data.stages[{i}]', cap)}: not supported by `phi-eval data run` (a cap "
@@ -51,7 +63,7 @@ def plan(stages: list[tuple[str, dict]], out: Path, tasks: int) -> tuple[list[Ph
         tag = f"{i:02d}-{name}"
         output, work = out / tag, out / "work" / tag
         fix = f"remove {output} and {out / 'logs'}/{tag}-* to recompute that stage, or use a new --out"
-        mine = stage_phases(name, settings, previous, output, work, tasks, fix)
+        mine = stage_phases(i, name, settings, previous, output, work, tasks, fix)
         phases += [Phase(f"{tag}-{phase}", n, pipeline) for phase, n, pipeline in mine]
         summary["stages"].append({"stage": name, "output": str(output),
                                   "reports": {r: str(work / f"{r}.json") for r in REPORTS.get(name, ())},
@@ -65,15 +77,19 @@ REPORTS = {"annotate": ("sample-cut",), "filter": ("cut",), "dedup": ("report",)
            "synthesize": ("report",)}
 
 
-def stage_phases(name: str, settings: dict, previous: Path | None, output: Path, work: Path, tasks: int,
-                 fix: str) -> list[tuple[str, int, list]]:
+def stage_phases(index: int, name: str, settings: dict, previous: Path | None, output: Path, work: Path,
+                 tasks: int, fix: str) -> list[tuple[str, int, list]]:
     def read():
         return ShardReader(previous, fix)
 
     if name == "source":
         return [("read", tasks, [blocks.SourceFiles(settings), shard_writer(output)])]
     if name in WHOLE or (name == "annotate" and settings["annotator"] == "llm"):
-        return [("whole", 1, [reduce.WholeStage(name, settings, previous, output, work, tasks)])]
+        return [("whole", 1, [reduce.WholeStage(name, index, settings, previous, output, work, tasks)])]
+    if name == "annotate" and settings["annotator"] == "file":
+        return [("grade", tasks, [read(), blocks.ReplayGrades(settings["grades_file"]), shard_writer(output)])]
+    if name == "append":
+        return [("append", tasks, [read(), blocks.AppendFiles(index, settings["files"]), shard_writer(output)])]
     if name == "annotate":
         sampled = settings["sample_size"] is not None or settings["sample_fraction"] is not None
         grade = ("grade", tasks, [read(), blocks.Annotate(settings, work / "sample-cut.json" if sampled else None),
@@ -98,12 +114,9 @@ def stage_phases(name: str, settings: dict, previous: Path | None, output: Path,
                 ("decide", 1, [reduce.DedupDecide(settings, work / "signatures", work / "drops.json",
                                                   work / "report.json")]),
                 ("drop", tasks, [read(), blocks.DropKeys(work / "drops.json"), shard_writer(output)])]
-    if name == "decontaminate":
+    if name == "decontaminate":  # the items loaded once; every task then reads one small file
         items = work / "benchmarks.json"
-        if not items.is_file():  # loaded once, here: every task then reads one small file
-            from phi_eval.data.decontaminate import load_benchmarks
-
-            write_json(items, load_benchmarks(settings))
-        return [("check", tasks, [read(), blocks.Decontaminate(settings, items, work / "dropped"),
+        return [("items", 1, [reduce.LoadItems(settings, items)]),
+                ("check", tasks, [read(), blocks.Decontaminate(settings, items, work / "dropped"),
                                   shard_writer(output)])]
     raise AssertionError(f"no phases for stage {name}")

@@ -1,8 +1,8 @@
 """The global steps between map phases, each a one-task datatrove block (so Slurm runs them too).
 
 They read the small side files every task of the previous phase wrote and decide for the whole
-corpus, in the order of the documents' keys (id, text hash), so that the decision does not
-depend on how the corpus was split: the annotation sample, classify's forest, the filter's cut
+corpus, in the order of the documents' keys (corpus order, text hash; shards.py), so that the
+decision does not depend on how the corpus was split and equals the single-process stages': the annotation sample, classify's forest, the filter's cut
 at the global quantile (phi-1's "top 20%" of everything, not of each shard), the dedup's
 survivors. Stages without a per-document form (synthesize, LLM annotation: their own resumable
 request loops) run whole on the merged corpus and deal their output back to shards.
@@ -17,8 +17,8 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 
 from phi_eval.data.distributed.blocks import Block
-from phi_eval.data.distributed.shards import (bucket, key, read_shards, read_side_files, record, shard_files,
-                                             text_hash, write_json)
+from phi_eval.data.distributed.shards import (ORDER, bucket, key, order_of, read_shards, read_side_files, record,
+                                             shard_files, text_hash, write_json)
 from phi_eval.errors import UsageError
 
 FIX = "delete that stage's folder (or pass a new --out) and rerun"
@@ -56,7 +56,7 @@ class FilterCut(Block):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         rows = list(read_side_files(self.side_dir))
-        ranked = sorted([-score, doc_id, digest] for score, doc_id, digest, _ in rows if score is not None)
+        ranked = sorted([-score, order, digest] for score, order, digest, _ in rows if score is not None)
         field = self.settings["score_field"]
         if not ranked:
             raise UsageError(f"no document has a numeric {field!r}; run classify (or annotate) first, or set "
@@ -66,13 +66,29 @@ class FilterCut(Block):
             keep = [k for k in keep if -k[0] >= self.settings["min_score"]]
         kept = {tuple(k[1:]) for k in keep}
         total_bytes = sum(size for *_, size in rows)
-        kept_bytes = sum(size for _, doc_id, digest, size in rows if (doc_id, digest) in kept)
+        kept_bytes = sum(size for _, order, digest, size in rows if (order, digest) in kept)
         write_json(self.cut_file, {
             "last_kept": keep[-1] if keep else None, "threshold": -keep[-1][0] if keep else None,
             "counts": {"read": len(rows), "scored": len(ranked), "unscored": len(rows) - len(ranked),
                        "kept": len(keep), "dropped": len(rows) - len(keep)},
             "kept_fraction_of_scored": round(len(keep) / len(ranked), 6),
             "kept_fraction_of_bytes": round(kept_bytes / total_bytes, 6) if total_bytes else None})
+        yield from ()
+
+
+class LoadItems(Block):
+    """Decontaminate's first step: the benchmark items, from local files, into one JSON file."""
+
+    name = "decontaminate: load items"
+
+    def __init__(self, settings: dict, items_file: Path):
+        super().__init__()
+        self.settings, self.items_file = settings, Path(items_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from phi_eval.data.decontaminate import load_benchmarks
+
+        write_json(self.items_file, load_benchmarks(self.settings))
         yield from ()
 
 
@@ -165,14 +181,14 @@ class DedupDecide(Block):
 
 
 class WholeStage(Block):
-    """A stage run whole by its single-process function on the merged corpus (sorted by key), its
+    """A stage run whole by its single-process function on the merged corpus (in corpus order), its
     output dealt to `tasks` shards by key; the stage's own manifest and resume apply."""
 
-    def __init__(self, stage: str, settings: dict, input_dir: Path | None, output_dir: Path, work_dir: Path,
-                 tasks: int):
+    def __init__(self, stage: str, index: int, settings: dict, input_dir: Path | None, output_dir: Path,
+                 work_dir: Path, tasks: int):
         super().__init__()
         self.name = f"{stage} (whole corpus, one task)"
-        self.stage, self.settings, self.tasks = stage, settings, tasks
+        self.stage, self.index, self.settings, self.tasks = stage, index, settings, tasks
         self.input_dir, self.output_dir, self.work_dir = input_dir, Path(output_dir), Path(work_dir)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -187,9 +203,12 @@ class WholeStage(Block):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [open(self.output_dir / f"{r:05d}.jsonl.writing", "w", encoding="utf-8") for r in range(self.tasks)]
         with open(output, encoding="utf-8") as f:
-            for line in f:
+            for row, line in enumerate(f):
                 document = json.loads(line)
-                files[bucket((str(document.get("id", "")), text_hash(document["text"])), self.tasks)].write(line)
+                if ORDER not in document:  # written by this stage: after everything before it
+                    document[ORDER] = order_of(self.index, 0, row)
+                    line = json.dumps(document, ensure_ascii=False) + "\n"
+                files[bucket((document[ORDER], text_hash(document["text"])), self.tasks)].write(line)
                 self.stat_update("documents")
         for r, handle in enumerate(files):
             handle.close()
@@ -198,8 +217,8 @@ class WholeStage(Block):
         yield from ()
 
 
-def write_sorted(folder: Path, output: Path) -> tuple[int, str]:
-    """All shards of `folder` as one JSONL sorted by key; (documents, sha256)."""
+def write_sorted(folder: Path, output: Path, order: bool = True) -> tuple[int, str]:
+    """All shards of `folder` as one JSONL sorted by key (`_order` left out unless `order`); (documents, sha256)."""
     import hashlib
 
     documents = sorted(read_shards(folder, FIX), key=key)
@@ -208,7 +227,7 @@ def write_sorted(folder: Path, output: Path) -> tuple[int, str]:
     partial = output.with_name(output.name + ".writing")
     with open(partial, "wb") as f:
         for document in documents:
-            line = (json.dumps(record(document), ensure_ascii=False) + "\n").encode("utf-8")
+            line = (json.dumps(record(document, order), ensure_ascii=False) + "\n").encode("utf-8")
             digest.update(line)
             f.write(line)
     partial.replace(output)
@@ -216,7 +235,8 @@ def write_sorted(folder: Path, output: Path) -> tuple[int, str]:
 
 
 class MergeCorpus(Block):
-    """The last phase: the final corpus as one JSONL sorted by key, and OUT/pipeline.json."""
+    """The last phase: the final corpus as one JSONL in corpus order (as the single-process stages write
+    it, without `_order`), and OUT/pipeline.json."""
 
     name = "merge corpus"
 
@@ -226,7 +246,7 @@ class MergeCorpus(Block):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         corpus = self.out / "corpus.jsonl"
-        documents, sha256 = write_sorted(self.last_dir, corpus)
+        documents, sha256 = write_sorted(self.last_dir, corpus, order=False)
         stages = []
         for stage in self.summary["stages"]:
             shards = shard_files(stage["output"])
@@ -236,7 +256,8 @@ class MergeCorpus(Block):
                            "reports": reports, "stats": {p: phase_stats(Path(d)) for p, d in stage["logs"].items()}})
         write_json(self.out / "pipeline.json", {**self.summary, "stages": stages,
                                                 "corpus": {"path": str(corpus), "documents": documents,
-                                                           "sha256": sha256, "order": "sorted by (id, text hash)"}})
+                                                           "sha256": sha256,
+                                                           "order": "corpus order (as the single-process stages)"}})
         yield from ()
 
 

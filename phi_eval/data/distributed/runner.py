@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from phi_eval.data.distributed.blocks import Guard
+from phi_eval.data.distributed.blocks import WORKER_CACHE, Block, Guard
 from phi_eval.data.distributed.logs import quiet_console
 from phi_eval.data.distributed.plan import Phase, check, plan
 from phi_eval.data.distributed.shards import write_json
@@ -34,6 +34,9 @@ def stage_identities(stages: list[tuple[str, dict]]) -> list[str]:
     identities, previous = [], None
     for name, settings in stages:
         inputs = [source.fingerprint(s, settings) for s in settings["inputs"]] if name == "source" else [previous]
+        files = settings["files"] if name == "append" else [settings["grades_file"]] \
+            if name == "annotate" and settings["annotator"] == "file" else []
+        inputs += [source.fingerprint(f, settings) for f in files]  # a changed file recomputes the stage
         previous = identity_of(name, STAGES[name][0], settings, inputs)
         identities.append(previous)
     return identities
@@ -88,13 +91,13 @@ def make_executor(kind: str, phase: Phase, logs: Path, workers: int, slurm: dict
     if kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
-        # fork starts workers fastest, but a parent that has run torch (e.g. a one-task embedding phase)
-        # deadlocks its forked children in torch's thread pool: then a fresh forkserver
-        methods = multiprocessing.get_all_start_methods()
-        start = "fork" if "fork" in methods and "torch" not in sys.modules else \
-            "forkserver" if "forkserver" in methods else "spawn"
+        # fork: the workers start in milliseconds with what the driver built (Block.prepare: a model is
+        # loaded once, not once per worker) and stay its children (their CPU time is counted). Safe
+        # after the driver ran torch: a task sets torch to one thread before its first torch call
+        # (blocks.Embed), as torch's DataLoader workers do.
+        fork = "fork" in multiprocessing.get_all_start_methods()
         return LocalPipelineExecutor(pipeline, tasks=phase.tasks, workers=min(workers, phase.tasks),
-                                     logging_dir=str(logs), start_method=start)
+                                     logging_dir=str(logs), start_method="fork" if fork else "spawn")
     if kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
@@ -126,11 +129,17 @@ def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -
     shutil.rmtree(logs / "errors", ignore_errors=True)
     executor = make_executor(kind, phase, logs, workers, options)
     try:
+        if kind == "local" and executor.get_incomplete_ranks():
+            for block in phase.pipeline:
+                if isinstance(block, Block):
+                    block.prepare()
         executor.run()
     except UsageError:
         raise
     except Exception as e:  # a task's failure: its own UsageError (errors/), or an internal error
         raise failed(phase, logs, executor.get_incomplete_ranks(), e) from None
+    finally:
+        WORKER_CACHE.clear()  # what tasks run in this process kept lives for one phase, as a worker does
     incomplete = executor.get_incomplete_ranks()
     if incomplete:  # Ray logs a failed task and goes on
         raise failed(phase, logs, incomplete, None)
@@ -157,15 +166,26 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-    seconds = {}
+    seconds, cpu = {}, {}
     for phase in tqdm(phases, desc="data run", unit="phase", disable=not progress, file=sys.stderr):
-        start = time.monotonic()
+        start, start_cpu = time.monotonic(), cpu_seconds()
         run_phase(executor, phase, out, workers, options)
         seconds[phase.name] = round(time.monotonic() - start, 3)  # ~0 for a phase finished before
+        cpu[phase.name] = round(cpu_seconds() - start_cpu, 3)
     summary = {**json.loads((out / "pipeline.json").read_text()), "executor": executor, "workers": workers,
                "phase_seconds": seconds}
+    if executor == "local":  # its workers are this process's children, reaped when the phase ends
+        summary["phase_cpu_seconds"] = cpu
     write_json(out / "pipeline.json", summary)
     return summary
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that ended."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def submit_slurm(phases: list[Phase], out: Path, workers: int, options: dict, progress: bool) -> None:

@@ -6,8 +6,12 @@ strict: a line that is not a JSON object with a string "text" stops the task wit
 naming the shard, the line and the fix (datatrove's own reader skips such lines with a warning,
 which would lose documents silently).
 
-Global decisions (the filter's cut, the dedup's survivors, the annotation sample) are made on
-`key(document)` = (id, text hash): unique and independent of how the corpus was split.
+Global decisions (the filter's cut and its ties, the dedup's survivors, classify's training order,
+the annotation sample) are made on `key(document)` = (corpus order, text hash): unique, independent
+of how the corpus was split, and in the order the single-process stages see the documents. The
+corpus order is a field of every document in the shards, `_order` = "STAGE.UNIT.ROW" (zero-padded,
+so it sorts as text): the stage that brought the document in (source, append, synthesize), the
+input unit (a file, a hub stream) in the single-process stage's order, and the row within it.
 """
 from __future__ import annotations
 
@@ -28,12 +32,21 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+ORDER = "_order"
+
+
+def order_of(stage: int, unit: int, row: int) -> str:
+    return f"{stage:03d}.{unit:010d}.{row:010d}"
+
+
 def key(document: Document) -> tuple[str, str]:
-    return str(document.id), text_hash(document.text)
+    return str(document.metadata.get(ORDER, document.id)), text_hash(document.text)
 
 
-def record(document: Document) -> dict:
-    return {"id": document.id, "text": document.text, **document.metadata}
+def record(document: Document, order: bool = True) -> dict:
+    """The phi-eval document; without `_order` for the final corpus (the single-process stages' form)."""
+    metadata = document.metadata if order else {k: v for k, v in document.metadata.items() if k != ORDER}
+    return {"id": document.id, "text": document.text, **metadata}
 
 
 def bucket(doc_key: tuple[str, str], buckets: int) -> int:

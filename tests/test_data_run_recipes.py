@@ -1,0 +1,69 @@
+"""`phi-eval data run` on the micro-reproduction's textbook recipe gives the corpus that `phi-eval train`'s
+single-process chain (phi_eval.data.pipeline.run_stages) gives: the same documents, in the same order,
+with the same fields, hence the same training split and tokens. The recipe's data stages as they are
+(the teacher's grades replayed from recipes/teacher/, classify's forest, the top 20%, the teacher's
+textbooks and exercises appended, dedup) on a slice of the standard library, with a tiny embedding
+model in place of phi-tiny-web."""
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phi_eval.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def textbook_stages(embed_dir: Path) -> list[dict]:
+    """recipes/phi-tiny-textbook.yaml's data.stages on the graded files plus two ungraded folders."""
+    from phi_eval.train.recipe import load_recipe
+
+    stages = load_recipe(str(ROOT / "recipes" / "phi-tiny-textbook.yaml")).data.stages
+    grades = ROOT / "recipes" / "teacher" / "grades.jsonl"
+    graded = sorted({json.loads(line)["id"] for line in grades.read_text().splitlines()})
+    if not all(Path(p).is_file() for p in graded):
+        pytest.skip("the teacher's grades were taken on another Python's standard library")
+    names = [s["stage"] for s in stages]
+    assert names == ["source", "annotate", "classify", "filter", "append", "dedup"]
+    stages[0]["inputs"] = [*graded, str(STDLIB / "json"), str(STDLIB / "http")]
+    stages[1]["grades_file"] = str(grades)
+    stages[2].update(embed_model=f"hf:{embed_dir}", n_estimators=20)  # phi-tiny-web needs training first
+    stages[4]["files"] = [str(ROOT / f) for f in stages[4]["files"]]
+    return stages
+
+
+def test_data_run_gives_the_single_process_corpus_of_the_textbook_recipe(tmp_path, tiny_phi_dir):
+    from phi_eval.data.pipeline import run_stages
+    from phi_eval.train.corpus import collect_corpus
+    from phi_eval.train.recipe import load_recipe
+
+    stages = textbook_stages(tiny_phi_dir)
+    single = run_stages(stages, tmp_path / "single", progress=False)
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "phi-tiny-textbook.yaml").read_text())
+    recipe["data"]["stages"] = stages
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    for tasks, workers in ((1, 1), (3, 2)):
+        out = tmp_path / f"run-{tasks}"
+        assert main(["data", "run", str(tmp_path / "r.yaml"), "--out", str(out), "--quiet", "--tasks", str(tasks),
+                     "--workers", str(workers)]) == 0
+        assert (out / "corpus.jsonl").read_bytes() == single.read_bytes(), f"--tasks {tasks}"
+
+    documents = [json.loads(line) for line in single.read_text().splitlines()]
+    appended = [d for d in documents if d["id"].startswith("synthetic-")]
+    assert len(appended) == 8 and documents[-8:] == appended  # the teacher's 4 sections and 4 exercises, last
+    kept = [d for d in documents if "quality_score" in d]
+    assert 10 < len(kept) < 40 and sum("edu_score" in d for d in kept) > 0  # the top 20% of a ~130-file slice
+    summary = json.loads((tmp_path / "run-3" / "pipeline.json").read_text())
+    report = summary["stages"][2]["reports"]["report"]
+    manifest = json.loads(single.with_name("02-classify.manifest.json").read_text())
+    assert report["agreement"] == manifest["agreement"] and report["counts"]["graded"] == 48
+
+    data = load_recipe(str(ROOT / "recipes" / "phi-tiny-textbook.yaml")).data
+    ours, theirs = (collect_corpus(data, sources=[p]) for p in (tmp_path / "run-3" / "corpus.jsonl", single))
+    assert (ours.train, ours.val) == (theirs.train, theirs.val)  # what `phi-eval train` tokenizes
