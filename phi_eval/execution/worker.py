@@ -264,7 +264,7 @@ class Judge:
         """Its [status, reason] for the job; None (and a new judge) when none comes in time."""
         if select.select([self.control], [], [], wait_s)[0]:
             try:
-                status, reason = json.loads(self.control.recv(VERDICT_BYTES))
+                status, reason = wire.loads(self.control.recv(VERDICT_BYTES))
                 if (status in wire.STATUSES or status == "gone") and isinstance(reason, str):
                     return status, reason
             except (OSError, ValueError):
@@ -296,13 +296,13 @@ class Worker:
 
     def ask_zygote(self, message, fds=()):
         try:
-            socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
-            reply = self.control.recv(1 << 16)
+            socket.send_fds(self.control, [wire.dumps(message)], list(fds))
+            reply = self.control.recv(zygote.MESSAGE_BYTES)
         except OSError:
             reply = b""
         if not reply:  # the zygote died: exit, and the harness starts a new worker
             os._exit(1)
-        return json.loads(reply)
+        return wire.loads(reply)
 
     def oom_kills(self):
         return cgroup.oom_kills(*self.cgroup) if self.cgroup else 0
