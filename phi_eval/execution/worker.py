@@ -9,8 +9,9 @@ interpreter start-up is paid once per worker. Three processes take part in a job
   judge (judge.py, trusted)       forked once per worker (again if a job leaves it stuck),
       outside the sandbox: runs the trusted tests; every use of the program's values is a
       request to the runner, answered in plain data; its [status, reason] is the verdict
-  runner (runner.py, untrusted)   forked per job by the zygote (zygote.py), PID 1 of the
-      sandbox's PID and IPC namespaces; confined, then runs the program and answers requests
+  runner (runner.py, untrusted)   forked per job, one job ahead, by the zygote (zygote.py),
+      PID 1 of the sandbox's PID and IPC namespaces; confined, then runs the program and
+      answers requests
 
 Model-written code runs only in the runner, so nothing it does can reach the code or the data
 that decides "passed". Where the kernel refuses a namespace (or Landlock, seccomp, a uid change,
