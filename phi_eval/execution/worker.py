@@ -9,8 +9,9 @@ interpreter start-up is paid once per worker. Three processes take part in a job
   judge (judge.py, trusted)       forked once per worker (again if a job leaves it stuck),
       outside the sandbox: runs the trusted tests; every use of the program's values is a
       request to the runner, answered in plain data; its [status, reason] is the verdict
-  runner (runner.py, untrusted)   forked per job by the zygote (zygote.py), PID 1 of the
-      sandbox's PID and IPC namespaces; confined, then runs the program and answers requests
+  runner (runner.py, untrusted)   forked per job, one job ahead, by the zygote (zygote.py),
+      PID 1 of the sandbox's PID and IPC namespaces; confined, then runs the program and
+      answers requests
 
 Model-written code runs only in the runner, so nothing it does can reach the code or the data
 that decides "passed". Where the kernel refuses a namespace (or Landlock, seccomp, a uid change,
@@ -264,7 +265,7 @@ class Judge:
         """Its [status, reason] for the job; None (and a new judge) when none comes in time."""
         if select.select([self.control], [], [], wait_s)[0]:
             try:
-                status, reason = json.loads(self.control.recv(VERDICT_BYTES))
+                status, reason = wire.loads(self.control.recv(VERDICT_BYTES))
                 if (status in wire.STATUSES or status == "gone") and isinstance(reason, str):
                     return status, reason
             except (OSError, ValueError):
@@ -296,13 +297,13 @@ class Worker:
 
     def ask_zygote(self, message, fds=()):
         try:
-            socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
-            reply = self.control.recv(1 << 16)
+            socket.send_fds(self.control, [wire.dumps(message)], list(fds))
+            reply = self.control.recv(zygote.MESSAGE_BYTES)
         except OSError:
             reply = b""
         if not reply:  # the zygote died: exit, and the harness starts a new worker
             os._exit(1)
-        return json.loads(reply)
+        return wire.loads(reply)
 
     def oom_kills(self):
         return cgroup.oom_kills(*self.cgroup) if self.cgroup else 0

@@ -36,6 +36,7 @@ MS_NOSUID, MS_NODEV = 2, 4
 TMPFS_FILES = 4  # a job's tmpfs holds this many files of the largest size allowed
 TMPFS_INODES = 20_000  # and this many files and directories
 GRACE_S = 0.2
+MESSAGE_BYTES = 1 << 14  # the control messages are small; a bigger buffer costs pages per job
 OUR_MODULES = ("wire", "runner", "judge", "confine", "zygote", "cgroup", "worker")
 
 
@@ -48,22 +49,23 @@ class Zygote:
         self.tmpfs_options = f"size={TMPFS_FILES * config['limits']['file_size_mb']}m,nr_inodes={TMPFS_INODES},mode=0700"
         if confinement.drop_to:
             self.tmpfs_options += ",uid={0},gid={0}".format(config["uid"])
+        self.tmpfs_options = self.tmpfs_options.encode()
         self.runner_pid = self.workdir = None
 
     def serve(self):
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self.control, 1 << 16, 8)
+                data, fds, _, _ = socket.recv_fds(self.control, MESSAGE_BYTES, 8)
             except OSError:
                 return
             if not data:
                 return  # the worker has gone
-            message = json.loads(data)
+            message = wire.loads(data)  # wire's, not json's: fewer objects touched per job
             if "end" in message:
                 reply = self.end(message.get("grace"))
             else:
                 reply = self.probe() if "probe" in message else {}
-            self.control.send(json.dumps(reply).encode())
+            self.control.send(wire.dumps(reply))
             self.remove_workdir()
             if fds:
                 self.start(fds)
@@ -73,7 +75,7 @@ class Zygote:
         os.mkdir(workdir, 0o700)
         if self.job_tmpfs:
             confine.check(confine.libc.mount(b"tmpfs", os.fsencode(workdir), b"tmpfs", MS_NOSUID | MS_NODEV,
-                                             self.tmpfs_options.encode()))
+                                             self.tmpfs_options))
         elif self.confinement.drop_to:
             os.chown(workdir, *self.confinement.drop_to)
         return workdir
@@ -138,9 +140,11 @@ class Zygote:
         moment to exit. Its directory goes just after (serve)."""
         status, by_itself = None, False
         if self.runner_pid is not None:
-            pidfd = os.pidfd_open(self.runner_pid)
-            by_itself = bool(select.select([pidfd], [], [], GRACE_S if grace else 0)[0])
-            os.close(pidfd)
+            if grace:
+                pidfd = os.pidfd_open(self.runner_pid)
+                select.select([pidfd], [], [], GRACE_S)
+                os.close(pidfd)
+            by_itself = os.waitid(os.P_PID, self.runner_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
             os.kill(-1 if self.pid_one else self.runner_pid, signal.SIGKILL)
             status = os.waitpid(self.runner_pid, 0)[1]
             if self.pid_one:
