@@ -14,8 +14,10 @@ SIDE_DEFAULTS = [False, 0.0, 1.0, 64, 1, ""]  # override off, temperature, top-p
 @contextmanager
 def launched(demo):
     """The app served on a free port of 127.0.0.1 in this process; yields its URL."""
-    _, url, _ = demo.queue(max_size=64).launch(server_name="127.0.0.1", server_port=None,
-                                               prevent_thread_lock=True, quiet=True)
+    from phi_eval.app.page import queued
+
+    _, url, _ = queued(demo).launch(server_name="127.0.0.1", server_port=None,
+                                    prevent_thread_lock=True, quiet=True)
     try:
         yield url
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from app_support import write_leaderboard, write_run
 from phi_eval.app import leaderboard_plots, leaderboard_view
-from phi_eval.app.comparison import Comparison
+from phi_eval.app.comparison import RENDER_INTERVAL_S, Comparison
 from phi_eval.app.diff import word_diff
 from phi_eval.app.pool import ModelPool
 from phi_eval.app.repetition import repetition
@@ -306,6 +306,18 @@ def test_a_side_can_be_stopped_and_retried_alone(model_dirs):
     assert list(comparison.watch([retried])) and retried.text == "done!" and comparison.runs[1] is fast
 
 
+def test_pieces_arriving_fast_are_rendered_together(model_dirs):
+    """100 pieces 5 ms apart make a handful of updates, not one per piece: each update costs the server CPU
+    the models need."""
+    pool, _ = fake_pool({"fast": FakeModel("fast", "x" * 100, 0.005)})
+    comparison = Comparison(pool)
+    started = time.monotonic()
+    runs, updates = run_comparison(comparison, {0: (f"hf:{model_dirs / 'fast'}", GenerationConfig(), False)},
+                                   prompt="p")
+    assert runs[0].text == "x" * 100
+    assert 2 <= updates <= (time.monotonic() - started) / RENDER_INTERVAL_S + 2
+
+
 def test_side_errors_stay_on_their_side_and_the_record_exports(model_dirs):
     pool, _ = fake_pool({"fast": FakeModel("fast", "one two three one two three")})
     comparison = Comparison(pool)
@@ -368,6 +380,15 @@ def test_app_preloads_the_default_comparison_unless_told_not_to(monkeypatch):
     monkeypatch.setattr(page, "main", lambda **options: asked.append(options["preload"]))
     assert cli_main(["app", "--no-preload"]) == 0 and cli_main(["app"]) == 0
     assert asked == [False, True]
+
+
+def test_the_queue_polls_for_events_every_10_ms_not_every_1_ms():
+    """gradio's idle queue polls every 1 ms (6% of a core on a 2-core machine); a gradio without the
+    setting fails here, so the app's idle cost is looked at again."""
+    from phi_eval.app.page import QUEUE_POLL_S, build, queued
+
+    demo = queued(build(("", ""), pool=ModelPool()))
+    assert demo._queue.sleep_when_free == QUEUE_POLL_S == 0.01
 
 
 def test_pool_loads_in_parallel_only_while_memory_covers_them(model_dirs):
