@@ -203,6 +203,23 @@ def test_decontaminate_is_also_a_single_process_stage(tmp_path):
     assert manifest["dropped"][0]["item"] == problem["task_id"] and manifest["dropped"][0]["ratio"] > 0.9
 
 
+def test_parquet_shards_read_back_as_the_corpus(tmp_path):
+    pytest.importorskip("pyarrow")
+    from phi_eval.data.distributed.parquet import read_parquet_shards
+
+    recipe = write_recipe(tmp_path / "r.yaml", [{"stage": "source", "inputs": [f"{STDLIB}/json"]},
+                                                {"stage": "annotate", "annotator": "heuristic", "sample_size": 3}])
+    out = tmp_path / "out"
+    assert run(recipe, out, "--tasks", "2") == 0
+    assert not (out / "corpus").exists()
+    assert run(recipe, out, "--tasks", "2", "--format", "parquet") == 0  # the stages are done: only the merge runs
+    corpus = read(out / "corpus.jsonl")
+    assert read_parquet_shards(out / "corpus") == corpus and sum("edu_score" in d for d in corpus) == 3
+    manifest = json.loads((out / "pipeline.json").read_text())["corpus"]["parquet"]
+    assert [Path(s["path"]).name for s in manifest["shards"]] == ["00000.parquet", "00001.parquet"]
+    assert sum(s["rows"] for s in manifest["shards"]) == len(corpus) and manifest["json_columns"] == []
+
+
 # ------------------------------------------------------------------------------- bad input
 
 def one_line_exit_2(capsys, code: int, *words: str) -> None:
