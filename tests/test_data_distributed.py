@@ -121,7 +121,8 @@ def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
          "max_tokens": 64, "device": "cpu"},
         {"stage": "filter", "keep_fraction": 0.3}])
     assert run(recipe, tmp_path / "one") == 0
-    assert run(recipe, tmp_path / "two", "--tasks", "3") == 0  # in process: workers would each load torch
+    # workers forked from this process, which has run torch on several threads: safe, as each task sets one
+    assert run(recipe, tmp_path / "two", "--tasks", "3", "--workers", "2") == 0
     corpus = read(tmp_path / "two" / "corpus.jsonl")
     assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
     assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)

@@ -170,6 +170,7 @@ class DedupDecide(Block):
         matrix = np.concatenate(signatures) if signatures else None
         template = MinHash(num_perm=self.settings["num_perm"])  # datasketch 2 asks for the hash scheme used
         scheme = {"scheme": template.scheme} if hasattr(template, "scheme") else {}
+        scheme["permutations"] = template.permutations  # shared: drawing them again costs more than the insert
         dedup, drops = Deduplicator(self.settings), []
         for i in sorted(range(len(rows)), key=lambda i: rows[i][:2]):
             doc_id, digest, normalised = rows[i]
