@@ -6,10 +6,11 @@
    a seeded sample, with `phi-eval data run` (stages source + annotate); the merged result is the
    single-process stages' input, the same documents.
 2. Times, on that input, the stages classify (embeddings of a tiny random Phi over the first
-   `--max-tokens` tokens, classify's default 512; a 20-tree forest), dedup, decontaminate (HumanEval,
-   MBPP, GSM8K, items loaded inside the stage on both sides) and filter (top 20% by quality_score):
-   - single: the stage functions of phi_eval.data (one process, as `phi-eval data STAGE`), with torch
-     on one thread, the core a datatrove worker gets;
+   `--max-tokens` tokens, 128: tokenizing each whole document costs more than the model; a 20-tree
+   forest), dedup, decontaminate (HumanEval, MBPP, GSM8K, items loaded inside the stage on both sides)
+   and filter (top 20% by quality_score):
+   - single: the stage functions of phi_eval.data, chained in one fresh process (as `phi-eval data STAGE`
+     runs them), with torch on one thread, the core a datatrove worker gets;
    - datatrove, 1 worker: `data run --tasks 1 --workers 1`;
    - datatrove, 2 workers: `data run --tasks 4 --workers 2`.
    A stage's time on datatrove is the sum of its phases' wall seconds (pipeline.json's phase_seconds),
@@ -18,8 +19,7 @@
 3. Prints documents/s per stage and the ratios: the 2-worker speed-up (target >= 1.8x on 2 idle
    cores) and the 1-worker overhead vs single (target < 10%), in wall and CPU time; the CPU seconds
    of every datatrove phase; checks that the two datatrove runs wrote the same corpus (bytes) and
-   that the single-process stages wrote the same documents (every field; ties at the filter's cut
-   and the copy dedup keeps could differ by design, see README). Writes
+   that the single-process stages wrote the same documents in the same order (every field). Writes
    benchmarks/out/bench_data_pipeline.json.
 """
 from __future__ import annotations
@@ -68,14 +68,25 @@ def cpu_seconds(who=resource.RUSAGE_SELF) -> float:
 
 
 def run_single(stages: list[dict], input_path: Path, work: Path) -> dict:
-    """Today's stages, one process on one core, chained as run_stages does; seconds and output per stage."""
+    """Today's stages in a fresh process (nothing imported before them, as for `data run`)."""
+    import subprocess
+
+    work.mkdir(parents=True)
+    (work / "stages.json").write_text(json.dumps(stages))
+    subprocess.run([sys.executable, __file__, "--single", str(input_path), str(work)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return {**json.loads((work / "result.json").read_text()), "documents": records(work / "output.jsonl")}
+
+
+def single_process(input_path: Path, work: Path) -> None:
+    """Today's stages, one process on one core, chained as run_stages does; seconds per stage."""
     import torch
 
     from phi_eval.data.pipeline import check_stage, run_one
 
     torch.set_num_threads(1)
     results, previous = {}, input_path
-    for i, stage in enumerate(stages):
+    for i, stage in enumerate(json.loads((work / "stages.json").read_text())):
         name = stage["stage"]
         settings = check_stage(name, {k: v for k, v in stage.items() if k != "stage"}, "bench")
         output = work / f"{i}-{name}.jsonl"
@@ -84,14 +95,12 @@ def run_single(stages: list[dict], input_path: Path, work: Path) -> dict:
         results[name] = {"seconds": time.monotonic() - start, "cpu_seconds": cpu_seconds() - start_cpu,
                          "input": count(previous)}
         previous = output
-    return {"stages": results, "documents": sorted_records(previous)}
+    shutil.copyfile(previous, work / "output.jsonl")
+    (work / "result.json").write_text(json.dumps({"stages": results}))
 
 
-def sorted_records(path: Path) -> list[dict]:
-    """The documents in the pipeline's stable order, (id, text hash)."""
-    from phi_eval.data.distributed.shards import text_hash
-
-    return sorted((json.loads(line) for line in path.open()), key=lambda d: (str(d["id"]), text_hash(d["text"])))
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open()]
 
 
 def run_datatrove(stages: list[dict], prepared: Path, out: Path, tasks: int, workers: int) -> dict:
@@ -123,7 +132,7 @@ def run_datatrove(stages: list[dict], prepared: Path, out: Path, tasks: int, wor
     return {"stages": results, "phases": {k: {"seconds": summary["phase_seconds"][k], "cpu_seconds": v}
                                           for k, v in summary["phase_cpu_seconds"].items()},
             "process": {"seconds": time.monotonic() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime},
-            "corpus": corpus.read_bytes(), "documents": sorted_records(corpus)}
+            "corpus": corpus.read_bytes(), "documents": records(corpus)}
 
 
 def count(path: Path) -> int:
@@ -135,8 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=300, help="documents graded by the heuristic")
     parser.add_argument("--tasks", type=int, default=4, help="tasks of the 2-worker run")
-    parser.add_argument("--max-tokens", type=int, default=512, help="tokens embedded per document (classify)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens embedded per document (classify)")
+    parser.add_argument("--single", nargs=2, type=Path, metavar=("INPUT", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.single:
+        return single_process(*args.single)
 
     from tiny import make_tiny_phi
 
@@ -154,7 +166,7 @@ def main() -> None:
             for leftover in ("corpus.jsonl", "pipeline.json"):
                 (prepared[tasks] / leftover).unlink()
         single_input = tmp / "annotated.jsonl"
-        documents, _ = write_sorted(prepared[1] / "01-annotate", single_input)
+        documents, _ = write_sorted(prepared[1] / "01-annotate", single_input, order=False)
         text_bytes = sum(len(json.loads(line)["text"].encode()) for line in single_input.open())
         print(f"corpus: {documents:,} documents of the standard library, {args.sample} graded", file=sys.stderr)
 

@@ -121,7 +121,8 @@ def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
          "max_tokens": 64, "device": "cpu"},
         {"stage": "filter", "keep_fraction": 0.3}])
     assert run(recipe, tmp_path / "one") == 0
-    assert run(recipe, tmp_path / "two", "--tasks", "3") == 0  # in process: workers would each load torch
+    # workers forked from this process, which has run torch on several threads: safe, as each task sets one
+    assert run(recipe, tmp_path / "two", "--tasks", "3", "--workers", "2") == 0
     corpus = read(tmp_path / "two" / "corpus.jsonl")
     assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
     assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)
@@ -201,6 +202,23 @@ def test_decontaminate_is_also_a_single_process_stage(tmp_path):
     manifest = json.loads(out.with_suffix(".manifest.json").read_text())
     assert manifest["counts"]["by_benchmark"] == {"humaneval": 1} and manifest["benchmark_items"] == 164
     assert manifest["dropped"][0]["item"] == problem["task_id"] and manifest["dropped"][0]["ratio"] > 0.9
+
+
+def test_parquet_shards_read_back_as_the_corpus(tmp_path):
+    pytest.importorskip("pyarrow")
+    from phi_eval.data.distributed.parquet import read_parquet_shards
+
+    recipe = write_recipe(tmp_path / "r.yaml", [{"stage": "source", "inputs": [f"{STDLIB}/json"]},
+                                                {"stage": "annotate", "annotator": "heuristic", "sample_size": 3}])
+    out = tmp_path / "out"
+    assert run(recipe, out, "--tasks", "2") == 0
+    assert not (out / "corpus").exists()
+    assert run(recipe, out, "--tasks", "2", "--format", "parquet") == 0  # the stages are done: only the merge runs
+    corpus = read(out / "corpus.jsonl")
+    assert read_parquet_shards(out / "corpus") == corpus and sum("edu_score" in d for d in corpus) == 3
+    manifest = json.loads((out / "pipeline.json").read_text())["corpus"]["parquet"]
+    assert [Path(s["path"]).name for s in manifest["shards"]] == ["00000.parquet", "00001.parquet"]
+    assert sum(s["rows"] for s in manifest["shards"]) == len(corpus) and manifest["json_columns"] == []
 
 
 # ------------------------------------------------------------------------------- bad input

@@ -7,6 +7,7 @@ concurrency, caching and cost accounting can be checked exactly, which a real mo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import sysconfig
@@ -19,7 +20,7 @@ import pytest
 
 from phi_eval.data.annotate import FIELDS as ANNOTATE_FIELDS, parse_score, run_annotate
 from phi_eval.data.stage import validate
-from phi_eval.data.synthesize import FIELDS as SYNTH_FIELDS, constraints, run_synthesize
+from phi_eval.data.synthesize import AUDIENCES, EXERCISE, TOPICS, FIELDS as SYNTH_FIELDS, constraints, run_synthesize
 from phi_eval.errors import UsageError
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -283,6 +284,17 @@ def test_synthesize_seeded_diverse_deduplicated(tmp_path, phi_home, endpoint):
     assert [constraints(settings, i) for i in range(12)] == [constraints(settings, i) for i in range(12)]
     seeds = sorted(body["seed"] for body in server.bodies)
     assert len(set(seeds)) == 12  # each request its own seed
+    first = synthetic[0]["synthetic"]  # its provenance, from the stage's seed to the reply
+    assert first["seed"] == 3 and first["kind"] == "exercises" and first["topic"] in TOPICS
+    chosen = constraints(settings, first["request"])
+    assert {k: first[k] for k in chosen} == chosen
+    assert first["sampling"] == {"temperature": 0.8, "max_tokens": 1024, "seed": 3 * 1_000_003 + first["request"]}
+    assert first["sampling"]["seed"] in seeds and first["generator"]["base_url"] == server.base_url
+    assert first["prompt_template_sha256"] == hashlib.sha256(EXERCISE.encode()).hexdigest()
+    assert first["verdicts"] == {"synthesize_dedup": "kept"}
+    coverage = manifest["diversity"]["coverage"]
+    assert coverage["grid"] == "topic" and coverage["cells"] == len(TOPICS)
+    assert coverage["covered"] == len({r["synthetic"]["topic"] for r in synthetic}) >= 2
 
     textbook = validate(SYNTH_FIELDS, {"count": 6, "model": "writer", "base_url": server.base_url}, "--")
     manifest = run_synthesize(textbook, None, tmp_path / "t.jsonl", show_progress=False)
@@ -291,6 +303,10 @@ def test_synthesize_seeded_diverse_deduplicated(tmp_path, phi_home, endpoint):
     assert manifest["counts"]["near_duplicate_rate"] == round(5 / 6, 4)
     assert manifest["diversity"]["commonest_opening"] == "every section gets the same"
     assert manifest["diversity"]["commonest_opening_share"] == 1.0
+    assert manifest["diversity"]["top_openings"] == [["every section gets the same", 1]]
+    assert manifest["diversity"]["coverage"] == {"grid": "topic x audience", "cells": len(TOPICS) * len(AUDIENCES),
+                                                 "covered": 1, "coverage": round(1 / 400, 4), "topics_covered": 1,
+                                                 "audiences_covered": 1}
 
 
 # ------------------------------------------------------------------------------- phi-eval serve

@@ -64,6 +64,15 @@ def test_data_run_gives_the_single_process_corpus_of_the_textbook_recipe(tmp_pat
     manifest = json.loads(single.with_name("02-classify.manifest.json").read_text())
     assert report["agreement"] == manifest["agreement"] and report["counts"]["graded"] == 48
 
+    provenance = [json.loads(line) for line in (tmp_path / "run-3" / "provenance.jsonl").read_text().splitlines()]
+    assert sorted(p["id"] for p in provenance) == sorted(d["id"] for d in appended)  # seed to shard, for each
+    for entry in provenance:
+        shard, line = entry["shard"].rsplit(":", 1)
+        assert json.loads(Path(shard).read_text().splitlines()[int(line) - 1])["id"] == entry["id"]
+        assert entry["synthetic"]["model"] == "smollm2-135m-instruct" and entry["synthetic"]["topic"]
+        assert entry["verdicts"] == {"05-dedup": {"verdict": "kept", "exact": True, "near": True,
+                                                  "jaccard_threshold": 0.8}}
+
     data = load_recipe(str(ROOT / "recipes" / "phi-tiny-textbook.yaml")).data
     ours, theirs = (collect_corpus(data, sources=[p]) for p in (tmp_path / "run-3" / "corpus.jsonl", single))
     assert (ours.train, ours.val) == (theirs.train, theirs.val)  # what `phi-eval train` tokenizes

@@ -9,15 +9,22 @@ deduplicated (exact and MinHash near duplicates at `near_threshold`, as the dedu
 
 With an input (in a pipeline, the corpus so far) and `keep_input`, the output is the input's
 documents followed by the synthetic ones. Each synthetic document is {"id": "synthetic-KIND-I",
-"text", "source": "synthesize", "synthetic": {kind, topic, audience, function_name, model}}.
+"text", "source": "synthesize", "synthetic": {...}}, its provenance from the seed: kind (the
+style), topic, audience, function_name, the stage's seed and the request's index, the sha256 of
+the prompt template, the generator (model, endpoint URL, api) and its sampling settings
+(temperature, max_tokens, the request's seed), and the verdict of the stage's own dedup; later
+stages' verdicts are in their reports (`phi-eval data run`: OUT/provenance.jsonl).
 The manifest adds diversity statistics of the kept synthetic texts: distinct-n (distinct
 n-grams / all n-grams of whitespace tokens, n = 1, 2, 3), the near-duplicate rate of the
-replies, the distinct openings (first five words) and the share of the commonest one (small
-models start every reply alike), the distinct topic x audience (x name) combinations, and with `embed_model` the embedding spread (mean pairwise cosine
-distance of the mean-pooled embeddings), with the usage and cost of the requests.
+replies, the distinct openings (first five words), the share of the commonest one and the ten
+most frequent (small models start every reply alike), the distinct topic x audience (x name)
+combinations and the coverage of the topic x audience grid (textbooks) or of the topics
+(exercises), and with `embed_model` the embedding spread (mean pairwise cosine distance of the
+mean-pooled embeddings), with the usage and cost of the requests.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -58,6 +65,8 @@ EXERCISE = """Write one Python exercise in the style of HumanEval about {topic}.
 Give the function `{name}` a signature and a docstring that states the task precisely and shows
 two or three examples, followed by a correct implementation that uses only the Python standard library.
 Answer with the code only."""
+TEMPLATE_SHA256 = {"textbook": hashlib.sha256(TEXTBOOK.encode()).hexdigest(),
+                   "exercises": hashlib.sha256(EXERCISE.encode()).hexdigest()}
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 FIELDS = {
@@ -129,7 +138,21 @@ def openings(texts: list[str], words: int = 5) -> dict:
     counts = Counter(" ".join(t.split()[:words]).lower() for t in texts)
     top, n = counts.most_common(1)[0] if counts else ("", 0)
     return {"distinct_openings": round(len(counts) / len(texts), 4) if texts else None,
-            "commonest_opening": top, "commonest_opening_share": round(n / len(texts), 4) if texts else None}
+            "commonest_opening": top, "commonest_opening_share": round(n / len(texts), 4) if texts else None,
+            "top_openings": [[opening, count] for opening, count in counts.most_common(10)]}
+
+
+def grid_coverage(documents: list[dict], settings: dict) -> dict:
+    """How much of the topic x audience grid (textbooks) or of the topics (exercises) the kept texts cover."""
+    topics = {d["synthetic"]["topic"] for d in documents}
+    if settings["kind"] == "textbook":
+        cells = {(d["synthetic"]["topic"], d["synthetic"]["audience"]) for d in documents}
+        size = len(set(settings["topics"])) * len(set(settings["audiences"]))
+        return {"grid": "topic x audience", "cells": size, "covered": len(cells),
+                "coverage": round(len(cells) / size, 4), "topics_covered": len(topics),
+                "audiences_covered": len({d["synthetic"]["audience"] for d in documents})}
+    size = len(set(settings["topics"]))
+    return {"grid": "topic", "cells": size, "covered": len(topics), "coverage": round(len(topics) / size, 4)}
 
 
 def diversity(documents: list[dict], settings: dict) -> dict:
@@ -139,8 +162,23 @@ def diversity(documents: list[dict], settings: dict) -> dict:
     return {"documents": len(texts), "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
             "distinct_3": distinct_n(texts, 3), **openings(texts), "distinct_constraints": len(combos),
             "topics_used": len({d["synthetic"]["topic"] for d in documents}),
+            "coverage": grid_coverage(documents, settings),
             "embedding_spread": embedding_spread(texts, settings["embed_model"]) if settings["embed_model"] else None,
             "embedding_model": settings["embed_model"]}
+
+
+def provenance(settings: dict, index: int, chosen: dict) -> dict:
+    """Where a synthetic document comes from, seed to reply (no key: only the endpoint's URL)."""
+    return {**chosen, "model": settings["model"], "seed": settings["seed"], "request": index,
+            "prompt_template_sha256": TEMPLATE_SHA256[settings["kind"]],
+            "generator": {"model": settings["model"], "base_url": settings["base_url"], "api": settings["api"]},
+            "sampling": {"temperature": settings["temperature"], "max_tokens": settings["max_tokens"],
+                         "seed": request_seed(settings, index)},
+            "verdicts": {"synthesize_dedup": "kept"}}  # the replies' duplicates are dropped before writing
+
+
+def request_seed(settings: dict, index: int) -> int:
+    return settings["seed"] * 1_000_003 + index
 
 
 def run_synthesize(settings: dict, input_path: Path | None, output: Path, *, show_progress: bool = True) -> dict:
@@ -152,12 +190,11 @@ def run_synthesize(settings: dict, input_path: Path | None, output: Path, *, sho
         done = run.progress.units()
         failed: list[str] = []
         client = llm.LLM(settings, "synthesize")
-        model = settings["model"]
 
         def write(payload: tuple[int, dict]) -> llm.Answer:
             index, chosen = payload
             return client.complete(prompt_for(chosen), max_tokens=settings["max_tokens"],
-                                   temperature=settings["temperature"], seed=settings["seed"] * 1_000_003 + index)
+                                   temperature=settings["temperature"], seed=request_seed(settings, index))
 
         written = {"tokens": 0, "start": time.monotonic()}
 
@@ -171,7 +208,7 @@ def run_synthesize(settings: dict, input_path: Path | None, output: Path, *, sho
             text = clean(answer.text or "", settings["kind"])
             chosen = constraints(settings, index)
             records = [{"id": f"synthetic-{settings['kind']}-{index}", "text": text, "source": "synthesize",
-                        "synthetic": {**chosen, "model": model}}] if text else []
+                        "synthetic": provenance(settings, index, chosen)}] if text else []
             run.progress.add(index, records, {"usage": answer.usage, "empty": not text,
                                               "error": answer.error})
 

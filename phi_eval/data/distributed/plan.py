@@ -56,7 +56,7 @@ def check(stages: list[tuple[str, dict]]) -> None:
                                  "on the total depends on how the inputs are split); limit the inputs instead")
 
 
-def plan(stages: list[tuple[str, dict]], out: Path, tasks: int) -> tuple[list[Phase], dict]:
+def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl") -> tuple[list[Phase], dict]:
     """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json)."""
     phases, summary, previous = [], {"tasks": tasks, "stages": []}, None
     for i, (name, settings) in enumerate(stages):
@@ -65,11 +65,11 @@ def plan(stages: list[tuple[str, dict]], out: Path, tasks: int) -> tuple[list[Ph
         fix = f"remove {output} and {out / 'logs'}/{tag}-* to recompute that stage, or use a new --out"
         mine = stage_phases(i, name, settings, previous, output, work, tasks, fix)
         phases += [Phase(f"{tag}-{phase}", n, pipeline) for phase, n, pipeline in mine]
-        summary["stages"].append({"stage": name, "output": str(output),
+        summary["stages"].append({"stage": name, "settings": settings, "output": str(output),
                                   "reports": {r: str(work / f"{r}.json") for r in REPORTS.get(name, ())},
                                   "logs": {f"{tag}-{p}": str(out / "logs" / f"{tag}-{p}") for p, _, _ in mine}})
         previous = output
-    phases.append(Phase(f"{len(stages):02d}-merge", 1, [reduce.MergeCorpus(previous, out, summary)]))
+    phases.append(Phase(f"{len(stages):02d}-merge", 1, [reduce.MergeCorpus(previous, out, summary, output_format)]))
     return phases, summary
 
 

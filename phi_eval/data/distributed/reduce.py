@@ -9,6 +9,7 @@ request loops) run whole on the merged corpus and deal their output back to shar
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -169,6 +170,7 @@ class DedupDecide(Block):
         matrix = np.concatenate(signatures) if signatures else None
         template = MinHash(num_perm=self.settings["num_perm"])  # datasketch 2 asks for the hash scheme used
         scheme = {"scheme": template.scheme} if hasattr(template, "scheme") else {}
+        scheme["permutations"] = template.permutations  # shared: drawing them again costs more than the insert
         dedup, drops = Deduplicator(self.settings), []
         for i in sorted(range(len(rows)), key=lambda i: rows[i][:2]):
             doc_id, digest, normalised = rows[i]
@@ -219,8 +221,6 @@ class WholeStage(Block):
 
 def write_sorted(folder: Path, output: Path, order: bool = True) -> tuple[int, str]:
     """All shards of `folder` as one JSONL sorted by key (`_order` left out unless `order`); (documents, sha256)."""
-    import hashlib
-
     documents = sorted(read_shards(folder, FIX), key=key)
     digest = hashlib.sha256()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -240,13 +240,21 @@ class MergeCorpus(Block):
 
     name = "merge corpus"
 
-    def __init__(self, last_dir: Path, out: Path, summary: dict):
+    def __init__(self, last_dir: Path, out: Path, summary: dict, output_format: str = "jsonl"):
         super().__init__()
-        self.last_dir, self.out, self.summary = Path(last_dir), Path(out), summary
+        self.last_dir, self.out, self.summary, self.format = Path(last_dir), Path(out), summary, output_format
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         corpus = self.out / "corpus.jsonl"
         documents, sha256 = write_sorted(self.last_dir, corpus, order=False)
+        parquet = None
+        if self.format == "parquet":
+            from phi_eval.data.distributed.parquet import write_parquet_shards
+
+            with open(corpus, encoding="utf-8") as f:
+                parquet = write_parquet_shards([json.loads(line) for line in f], self.out / "corpus",
+                                              self.summary["tasks"])
+        provenance = write_provenance(self.last_dir, self.out / "provenance.jsonl", self.summary["stages"])
         stages = []
         for stage in self.summary["stages"]:
             shards = shard_files(stage["output"])
@@ -257,8 +265,55 @@ class MergeCorpus(Block):
         write_json(self.out / "pipeline.json", {**self.summary, "stages": stages,
                                                 "corpus": {"path": str(corpus), "documents": documents,
                                                            "sha256": sha256,
-                                                           "order": "corpus order (as the single-process stages)"}})
+                                                           "order": "corpus order (as the single-process stages)",
+                                                           **({"parquet": parquet} if parquet else {})},
+                                                "provenance": provenance})
         yield from ()
+
+
+def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
+    """Every synthetic document of the final corpus (one with a "synthetic" field: synthesize's, or an
+    appended file's), from seed to shard: its generation provenance, the final shard and line it is in,
+    and the verdict of every stage after the one that brought it in."""
+    decided = [decision(stage) for stage in stages]
+    lines = []
+    for shard in shard_files(last_dir):
+        with open(shard, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                document = json.loads(line)
+                if not isinstance(document.get("synthetic"), dict):
+                    continue
+                entered = int(document.get(ORDER, "0").split(".")[0])
+                verdicts = {}
+                for i, (stage, fixed) in enumerate(zip(stages, decided)):
+                    if i > entered:
+                        score = {"score": document.get(stage["settings"]["score_field"])}                             if stage["stage"] == "filter" else {}
+                        verdicts[f"{i:02d}-{stage['stage']}"] = {"verdict": "kept", **fixed, **score}
+                lines.append({"id": document["id"], "text_sha256": hashlib.sha256(document["text"].encode("utf-8")).hexdigest(),
+                              "synthetic": document["synthetic"], "shard": f"{shard}:{number}", "verdicts": verdicts})
+    write_json_lines(path, lines)
+    return {"path": str(path), "synthetic_documents": len(lines)}
+
+
+def decision(stage: dict) -> dict:
+    """What a stage decided on (a document in the final corpus passed them all)."""
+    settings = stage["settings"]
+    if stage["stage"] == "filter":
+        cut = Path(stage["reports"]["cut"])
+        return {"threshold": json.loads(cut.read_text())["threshold"] if cut.is_file() else None}
+    if stage["stage"] == "dedup":
+        return {"exact": settings["exact"], "near": settings["near"], "jaccard_threshold": settings["threshold"]}
+    if stage["stage"] == "decontaminate":
+        return {"benchmarks": settings["tasks"], "n": settings["n"], "similarity_threshold": settings["threshold"]}
+    return {}
+
+
+def write_json_lines(path: Path, lines: list[dict]) -> None:
+    partial = path.with_name(path.name + ".writing")
+    with open(partial, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    partial.replace(path)
 
 
 def count_lines(path: Path) -> int:

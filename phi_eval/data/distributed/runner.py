@@ -146,7 +146,7 @@ def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -
 
 
 def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", tasks: int = 1, workers: int = 1,
-                 progress: bool = True, options: dict | None = None) -> dict | None:
+                 progress: bool = True, options: dict | None = None, output_format: str = "jsonl") -> dict | None:
     """Run the stages; the summary (OUT/pipeline.json), or None for Slurm (jobs submitted)."""
     from phi_eval.data.pipeline import resolve_stages
 
@@ -157,7 +157,8 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
     out.mkdir(parents=True, exist_ok=True)
     check_endpoints(resolved)
     prepare_out(out, resolved, tasks)
-    phases, _ = plan(resolved, out, tasks)
+    phases, _ = plan(resolved, out, tasks, output_format)
+    shutil.rmtree(out / "logs" / phases[-1].name, ignore_errors=True)  # the merge always runs: --format may differ
     quiet_console()
     if executor == "slurm":
         return submit_slurm(phases, out, workers, options, progress)
