@@ -56,13 +56,15 @@ def test_data_run_gives_the_single_process_corpus_of_the_textbook_recipe(tmp_pat
 
     documents = [json.loads(line) for line in single.read_text().splitlines()]
     appended = [d for d in documents if d["id"].startswith("synthetic-")]
-    assert len(appended) == 8 and documents[-8:] == appended  # the teacher's 4 sections and 4 exercises, last
+    written = sum(len(Path(f).read_text().splitlines()) for f in stages[4]["files"])  # the teacher's sections, exercises
+    assert 0 < len(appended) <= written and documents[-len(appended):] == appended  # last, less duplicates
     kept = [d for d in documents if "quality_score" in d]
-    assert 10 < len(kept) < 40 and sum("edu_score" in d for d in kept) > 0  # the top 20% of a ~130-file slice
+    sourced = len((tmp_path / "single" / "00-source.jsonl").read_text().splitlines())
+    assert 0.15 * sourced < len(kept) < 0.25 * sourced and sum("edu_score" in d for d in kept) > 0  # the top 20%
     summary = json.loads((tmp_path / "run-3" / "pipeline.json").read_text())
     report = summary["stages"][2]["reports"]["report"]
     manifest = json.loads(single.with_name("02-classify.manifest.json").read_text())
-    assert report["agreement"] == manifest["agreement"] and report["counts"]["graded"] == 48
+    assert report["agreement"] == manifest["agreement"] and report["counts"].items() <= manifest["counts"].items()
 
     provenance = [json.loads(line) for line in (tmp_path / "run-3" / "provenance.jsonl").read_text().splitlines()]
     assert sorted(p["id"] for p in provenance) == sorted(d["id"] for d in appended)  # seed to shard, for each
