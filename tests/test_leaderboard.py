@@ -204,3 +204,19 @@ def test_plot_panels_prefer_tasks_with_papers_numbers_one_metric_each():
     assert len({task for task, _, _ in shown}) == 6  # one metric per task while tasks remain
     assert shown[2:] == [("gsm8k", "exact_match", "none"), ("arc_challenge", "acc", "none"),
                          ("arc_easy", "acc", "none"), ("boolq", "acc", "none")]
+
+
+def test_plot_labels_stay_inside_the_figure(tmp_path):
+    """Papers' biggest models sit at the right edge of the last panel: their labels go left, not off the image."""
+    from phi_eval.report.plots import figure
+
+    out = tmp_path / "out"
+    (out / "m").mkdir(parents=True)
+    (out / "m" / "results.json").write_text(json.dumps(results_json("model-0", None, 135_000_000, 0.3, 0.2)))
+    fig = figure(build_leaderboard([out]))
+    renderer = fig.canvas.get_renderer()
+    labels = [t for ax in fig.axes for t in ax.texts if t.get_text() and hasattr(t, "xyann")]
+    assert len(labels) > 4
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, label.get_text()

@@ -123,8 +123,9 @@ def laid_out(fig):
 
 
 def place_labels(ax, renderer) -> None:
-    """Move each point label to the first offset where it overlaps no label placed before it (the one with
-    least overlap where none is free): simple greedy repulsion, lowest points first."""
+    """Move each point label to the first offset where it overlaps no label placed before it and stays inside
+    the figure (the one with least overlap where none is free): simple greedy repulsion, lowest points first.
+    Area outside the figure counts as overlap, so labels at the right edge turn left rather than be cut off."""
     labels = sorted((t for t in ax.texts if t.get_text() and hasattr(t, "xyann")), key=lambda t: t.xy[::-1])
     placed = []
     for label in labels:
@@ -133,7 +134,8 @@ def place_labels(ax, renderer) -> None:
         for dx, dy in LABEL_OFFSETS:
             label.xyann = (-width - 4 if dx is None else dx, dy)
             box = label.get_window_extent(renderer)
-            overlap = sum(overlap_area(box, other) for other in placed)
+            outside = box.width * box.height - overlap_area(box, ax.figure.bbox)
+            overlap = outside + sum(overlap_area(box, other) for other in placed)
             if best_overlap is None or overlap < best_overlap:
                 best, best_overlap = label.xyann, overlap
             if not overlap:
