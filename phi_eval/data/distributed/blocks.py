@@ -18,6 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from phi_eval.contamination.similarity import batched
 from phi_eval.data import source
 from phi_eval.data.distributed import logs  # noqa: F401  (task logs to files only, in every worker)
+from phi_eval.data.distributed import ray_worker  # noqa: F401  (no forking from a Ray worker's threads)
 from phi_eval.data.distributed.shards import ORDER, key, order_of, side_file, write_atomically
 from phi_eval.errors import UsageError
 
