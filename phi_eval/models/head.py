@@ -17,9 +17,8 @@ VOCABULARY_SLICE = 8192  # vocabulary entries projected at once: 20 MiB of weigh
 
 
 class VocabularyHead:
-    def __init__(self, model, cache_arg: str):
+    def __init__(self, model):
         self.model = model
-        self.cache_arg = cache_arg
         body = getattr(model, "base_model", None)
         self.body = body if body is not None and body is not model else None
         self.projection = model.get_output_embeddings()
@@ -46,16 +45,12 @@ class VocabularyHead:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def forward(self, input_ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, object]:
-        """One pass: (per-position states for score(), the KV cache or None). The states are the body's
-        final hidden states, or the logits where the model cannot be split."""
+    def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """One pass without a KV cache: per-position states for score(), the body's final hidden states or,
+        where the model cannot be split, its logits."""
         if self.split:
-            out = self.body(input_ids=input_ids, **kwargs)
-            states = out.last_hidden_state
-        else:
-            out = self.model(input_ids=input_ids, **kwargs)
-            states = out.logits
-        return states, getattr(out, self.cache_arg, None)
+            return self.body(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state
+        return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
 
     def score(self, states: torch.Tensor, targets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probability of each target, whether it is the argmax) given the [N, ...] states of the positions

@@ -109,7 +109,7 @@ class HFModel(HFScoring, HFMeasures):
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
-        self._head = VocabularyHead(self.model, self._cache_arg)
+        self._head = VocabularyHead(self.model)
 
     def _max_length(self) -> int:
         config = self.model.config

@@ -175,7 +175,7 @@ class HFScoring:
         batch = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
         for row, ids in enumerate(inputs):
             batch[row, :len(ids)] = torch.tensor(ids)  # right padding keeps positions plain
-        states, _ = self._head.forward(batch.to(self.device), use_cache=False)
+        states = self._head.forward(batch.to(self.device))
         # Only the positions that predict continuation tokens reach the vocabulary.
         wanted = [[(row, position, token) for position, token in zip(range(len(ids) - len(cont), len(ids)), cont)]
                   for row, (ids, cont) in enumerate(zip(inputs, continuations))]
@@ -239,8 +239,8 @@ class HFScoring:
         if self.model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
             dtype = self.model.dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
-        states, _ = self._head.forward(layout.input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                       position_ids=layout.position_ids.to(self.device), use_cache=False)
+        states = self._head.forward(layout.input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=layout.position_ids.to(self.device))
         starts = [{t: column for t, (r, column) in layout.starts.items() if r == row} for row in range(len(rows))]
         return [(states[row], starts[row]) for row in range(len(rows))]
 
