@@ -65,6 +65,17 @@ def test_data_run_gives_the_single_process_corpus_of_the_textbook_recipe(tmp_pat
     report = summary["stages"][2]["reports"]["report"]
     manifest = json.loads(single.with_name("02-classify.manifest.json").read_text())
     assert report["agreement"] == manifest["agreement"] and report["counts"].items() <= manifest["counts"].items()
+    # What `phi-eval train --compare` reports of an arm's data (it trains through `data run`'s engine).
+    from phi_eval.train.compare import annotation_report
+
+    annotated = json.loads(single.with_name("01-annotate.manifest.json").read_text())
+    filtered = json.loads(single.with_name("03-filter.manifest.json").read_text())
+    grades = annotation_report(summary["stages"][1])
+    assert grades["counts"]["annotated"] > 0
+    for key in ("annotator", "counts", "scores"):
+        assert grades[key] == annotated[key], key
+    for key in ("counts", "threshold", "kept_fraction_of_bytes"):
+        assert summary["stages"][3]["reports"]["cut"][key] == filtered[key], key
 
     provenance = [json.loads(line) for line in (tmp_path / "run-3" / "provenance.jsonl").read_text().splitlines()]
     assert sorted(p["id"] for p in provenance) == sorted(d["id"] for d in appended)  # seed to shard, for each

@@ -152,8 +152,9 @@ def trained(tmp_path_factory):
 def test_data_stages_feed_training_and_the_manifest(trained):
     tmp, _, out = trained
     manifest = json.loads((out / "data_manifest.json").read_text())
-    assert [s["stage"] for s in manifest["stages"]["stages"]] == ["source", "dedup"]
-    assert manifest["stages"]["corpus"].endswith("01-dedup.jsonl")
+    assert [s["stage"] for s in manifest["stages"]["stages"]] == ["source", "dedup"]  # run by `data run`'s engine
+    assert manifest["stages"]["corpus"]["path"] == str(tmp / "home" / "data" / "staged" / "corpus.jsonl")
+    assert manifest["stages"]["phases_reused"] == []
     assert manifest["files"] == 24  # the 24 files of the corpus, one document each
     assert out == tmp / "home" / "models" / "staged"
 
@@ -245,7 +246,8 @@ def test_compare_trains_seeds_of_both_and_writes_the_study(trained, mbpp_dir, mo
     seed1_data = tmp / "home" / "data" / "narrow-seed1"  # the seeds share one run of the data stages
     assert seed1_data.is_symlink() and seed1_data.resolve() == (tmp / "home" / "data" / "narrow").resolve()
     seed1_manifest = json.loads((tmp / "home" / "models" / "narrow-seed1" / "data_manifest.json").read_text())
-    assert all(stage["skipped"] for stage in seed1_manifest["stages"]["stages"])  # ran once, for seed 0
+    reused = seed1_manifest["stages"]["phases_reused"]  # ran once, for seed 0; only the merge again
+    assert reused == [name for name in seed1_manifest["stages"]["phase_seconds"] if not name.endswith("-merge")]
     # A second comparison reuses every checkpoint instead of training again.
     mtime = (tmp / "home" / "models" / "wide-seed1" / "model.safetensors").stat().st_mtime
     compare(a, b, CompareOptions(**options))

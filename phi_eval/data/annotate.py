@@ -220,6 +220,23 @@ def run_annotate(settings: dict, input_path: Path, output: Path, *, show_progres
                      flush_every=1 if settings["annotator"] == "llm" else 512)
 
 
+def grades_report(documents: int, grades: list[dict], settings: dict) -> dict:
+    """Counts, annotator and score histogram of the grades given to a corpus of `documents`."""
+    scores = [g["edu_score"] for g in grades if g.get("edu_score") is not None]
+    histogram = [0] * 11
+    for s in scores:
+        histogram[min(10, int(round(s)))] += 1
+    counts = {"documents": documents, "annotated": len(grades),
+              "unparsable": sum(1 for g in grades if g.get("edu_score") is None and "edu_error" not in g),
+              "errors": sum(1 for g in grades if "edu_error" in g)}
+    names = sorted({str(g.get("edu_annotator")) for g in grades})
+    return {"counts": counts, "annotator": HEURISTIC if settings["annotator"] == "heuristic" else
+            f"llm:{settings['model']}" if settings["annotator"] == "llm" else f"file: {', '.join(names)}",
+            "prompt_version": PROMPT_VERSION,
+            "scores": {"mean": round(sum(scores) / len(scores), 4) if scores else None,
+                       "histogram_0_to_10": histogram}}
+
+
 def report(run: StageRun, input_path: Path, settings: dict) -> dict:
     grades = {}
     for unit, records in run.progress.results().items():
@@ -230,19 +247,7 @@ def report(run: StageRun, input_path: Path, settings: dict) -> dict:
             yield {**document, **grades[i]} if i in grades else document
 
     run.write(merged())
-    scores = [g["edu_score"] for g in grades.values() if g["edu_score"] is not None]
-    histogram = [0] * 11
-    for s in scores:
-        histogram[min(10, int(round(s)))] += 1
-    counts = {"documents": run.written["documents"], "annotated": len(grades),
-              "unparsable": sum(1 for g in grades.values() if g["edu_score"] is None and "edu_error" not in g),
-              "errors": sum(1 for g in grades.values() if "edu_error" in g)}
-    names = sorted({str(g.get("edu_annotator")) for g in grades.values()})
-    result = {"counts": counts, "annotator": HEURISTIC if settings["annotator"] == "heuristic" else
-              f"llm:{settings['model']}" if settings["annotator"] == "llm" else f"file: {', '.join(names)}",
-              "prompt_version": PROMPT_VERSION,
-              "scores": {"mean": round(sum(scores) / len(scores), 4) if scores else None,
-                         "histogram_0_to_10": histogram}}
+    result = grades_report(run.written["documents"], list(grades.values()), settings)
     if settings["annotator"] == "llm":
         result["usage"] = llm.usage_report(run.progress.infos(), settings)
     return result

@@ -232,16 +232,15 @@ def data_of(checkpoint: Path, run: dict) -> dict:
     """What the data stages reported (teacher, agreement, classifier, filter) and the synthetic
     documents' share of the training tokens, counted with the run's own tokenizer."""
     manifest = json.loads((checkpoint / "data_manifest.json").read_text())
-    stages = {}
-    for stage in manifest.get("stages", {}).get("stages", []):
-        stages[stage["stage"]] = json.loads(Path(stage["manifest"]).read_text())
+    stages = {stage["stage"]: stage for stage in manifest.get("stages", {}).get("stages", [])}  # data run's summary
     data = {}
     if "annotate" in stages:
-        data["annotate"] = {k: stages["annotate"].get(k) for k in ("annotator", "counts", "scores")}
+        data["annotate"] = {k: annotation_report(stages["annotate"]).get(k) for k in ("annotator", "counts", "scores")}
     if "classify" in stages:
-        data["classify"] = stages["classify"].get("agreement")
+        data["classify"] = stages["classify"]["reports"]["report"].get("agreement")
     if "filter" in stages:
-        data["filter"] = {k: stages["filter"].get(k) for k in ("counts", "threshold", "kept_fraction_of_bytes")}
+        cut = stages["filter"]["reports"]["cut"]
+        data["filter"] = {k: cut.get(k) for k in ("counts", "threshold", "kept_fraction_of_bytes")}
     if "append" in stages:
         from transformers import AutoTokenizer
 
@@ -257,6 +256,22 @@ def data_of(checkpoint: Path, run: dict) -> dict:
         data["synthetic"] = {"files": stages["append"]["settings"]["files"], "tokens": tokens,
                              "share_of_corpus": share, "passes": run["epochs"]}
     return data
+
+
+def annotation_report(stage: dict) -> dict:
+    """The annotate stage's counts and grade histogram, from its shards (a graded document carries
+    edu_annotator)."""
+    from phi_eval.data.annotate import grades_report
+
+    documents, grades = 0, []
+    for shard in sorted(Path(stage["output"]).glob("*.jsonl")):
+        with open(shard, encoding="utf-8") as f:
+            for line in f:
+                document = json.loads(line)
+                documents += 1
+                if "edu_annotator" in document:
+                    grades.append(document)
+    return grades_report(documents, grades, stage["settings"])
 
 
 def side_by_side(specs) -> list[dict]:

@@ -2,7 +2,6 @@
 streams; the training batches and fixed validation windows drawn from them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,13 +18,15 @@ def prepare_data(recipe, progress: bool = False):
     tc = recipe.training
     stages = None
     if recipe.data.stages is not None:
-        from phi_eval.data.pipeline import run_stages
+        from phi_eval.data.distributed.runner import run_pipeline
 
+        # `phi-eval data run`'s engine, one task in this process: the corpus equals the single-process
+        # stages' (tests/test_data_run_recipes.py) and a rerun reuses every finished phase.
         work_dir = paths.home() / "data" / recipe.name
-        corpus_file = run_stages(recipe.data.stages, work_dir, progress=progress)
-        corpus = collect_corpus(recipe.data, sources=[Path(corpus_file)])
-        # pipeline.json lists each stage's output, manifest, hash and document count.
-        stages = {"work_dir": str(work_dir), **json.loads((work_dir / "pipeline.json").read_text())}
+        summary = run_pipeline(recipe.data.stages, work_dir, progress=progress)
+        corpus = collect_corpus(recipe.data, sources=[Path(summary["corpus"]["path"])])
+        # pipeline.json: each stage's settings, shards, document count, reports and datatrove stats.
+        stages = {"work_dir": str(work_dir), **summary}
     else:
         corpus = collect_corpus(recipe.data)
     if recipe.tokenizer.train is not None:

@@ -62,7 +62,7 @@ def prepare_out(out: Path, stages: list[tuple[str, dict]], tasks: int) -> None:
             for path in [*out.glob("[0-9][0-9]-*"), *(out / "work").glob("[0-9][0-9]-*"),
                          *(out / "logs").glob("[0-9][0-9]-*")]:
                 if int(path.name[:2]) >= changed or path.name.endswith("-merge"):
-                    shutil.rmtree(path)
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()  # a file: an older run's leftover
     write_json(state_path, {"tasks": tasks, "stages": identities,
                             "stage_names": [name for name, _ in stages]})
 
@@ -122,14 +122,17 @@ def failed(phase: Phase, logs: Path, incomplete: list[int], error: BaseException
     return RuntimeError(f"phase {phase.name}: tasks {incomplete} did not finish ({error!r}); see {where}")
 
 
-def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -> None:
+def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -> bool:
+    """Run what is left of the phase; False when every task had finished before."""
     if kind == "ray" and phase.tasks == 1:  # a global step reads small side files: the driver runs it, sparing
         kind = "local"                      # a Ray actor's start (a new process) per step
     logs = out / "logs" / phase.name
     shutil.rmtree(logs / "errors", ignore_errors=True)
     executor = make_executor(kind, phase, logs, workers, options)
+    if not executor.get_incomplete_ranks():
+        return False
     try:
-        if kind == "local" and executor.get_incomplete_ranks():
+        if kind == "local":
             for block in phase.pipeline:
                 if isinstance(block, Block):
                     block.prepare()
@@ -143,6 +146,7 @@ def run_phase(kind: str, phase: Phase, out: Path, workers: int, options: dict) -
     incomplete = executor.get_incomplete_ranks()
     if incomplete:  # Ray logs a failed task and goes on
         raise failed(phase, logs, incomplete, None)
+    return True
 
 
 def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", tasks: int = 1, workers: int = 1,
@@ -167,14 +171,15 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-    seconds, cpu = {}, {}
+    seconds, cpu, reused = {}, {}, []
     for phase in tqdm(phases, desc="data run", unit="phase", disable=not progress, file=sys.stderr):
         start, start_cpu = time.monotonic(), cpu_seconds()
-        run_phase(executor, phase, out, workers, options)
+        if not run_phase(executor, phase, out, workers, options):
+            reused.append(phase.name)
         seconds[phase.name] = round(time.monotonic() - start, 3)  # ~0 for a phase finished before
         cpu[phase.name] = round(cpu_seconds() - start_cpu, 3)
     summary = {**json.loads((out / "pipeline.json").read_text()), "executor": executor, "workers": workers,
-               "phase_seconds": seconds}
+               "phase_seconds": seconds, "phases_reused": reused}  # reused: finished by an earlier run
     if executor == "local":  # its workers are this process's children, reaped when the phase ends
         summary["phase_cpu_seconds"] = cpu
     write_json(out / "pipeline.json", summary)
