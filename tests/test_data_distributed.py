@@ -93,6 +93,16 @@ def test_four_tasks_on_two_workers_give_the_same_corpus(recipe, one_task, tmp_pa
     assert all(d["edu_annotator"] == "heuristic-v1" for d in corpus)
 
 
+def test_annotation_sample_is_the_single_stage_commands(one_task, tmp_path):
+    """`data run` grades the documents that `phi-eval data annotate` grades on the same input."""
+    from phi_eval.data.pipeline import run_stages
+
+    single = run_stages(STAGES[:2], tmp_path / "single", progress=False)
+    graded = sorted(d["id"] for d in read(single) if "edu_score" in d)
+    ours = sorted(d["id"] for p in (one_task / "01-annotate").glob("*.jsonl") for d in read(p) if "edu_score" in d)
+    assert len(graded) == 40 and ours == graded
+
+
 def test_ray_cluster_of_two_cpus_gives_the_same_corpus(tmp_path):
     """Fewer stages than above: each Ray phase starts its actors (new processes), seconds apiece."""
     ray = pytest.importorskip("ray")

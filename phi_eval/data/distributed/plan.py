@@ -96,7 +96,7 @@ def stage_phases(index: int, name: str, settings: dict, previous: Path | None, o
                                   shard_writer(output)])
         if not sampled:
             return [grade]
-        return [("sample", tasks, [read(), blocks.CollectSampleHashes(settings["seed"], work / "sample")]),
+        return [("sample", tasks, [read(), blocks.CollectSampleKeys(work / "sample")]),
                 ("sample-cut", 1, [reduce.SampleCut(settings, work / "sample", work / "sample-cut.json")]), grade]
     if name == "classify":
         return [("embed", tasks, [read(), blocks.Embed(settings, work / "embeddings")]),

@@ -26,7 +26,8 @@ FIX = "delete that stage's folder (or pass a new --out) and rerun"
 
 
 class SampleCut(Block):
-    """The annotation sample: the `sample_size` (or fraction) documents with the lowest seeded hashes."""
+    """The annotation sample, `phi-eval data annotate`'s (phi_eval.data.annotate.sampled): the documents,
+    in corpus order, whose seeded hashes of id and position are the `sample_size` (or fraction) lowest."""
 
     name = "annotate: sample cut"
 
@@ -35,14 +36,12 @@ class SampleCut(Block):
         self.settings, self.side_dir, self.cut_file = settings, Path(side_dir), Path(cut_file)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        hashes = sorted(read_side_files(self.side_dir))
-        count = len(hashes)
-        if self.settings["sample_size"] is not None:
-            count = min(count, self.settings["sample_size"])
-        elif self.settings["sample_fraction"] is not None:
-            count = round(count * self.settings["sample_fraction"])
-        write_json(self.cut_file, {"documents": len(hashes), "sampled": count,
-                                   "last_hash": hashes[count - 1] if count else None})
+        from phi_eval.data.annotate import sampled
+
+        documents = sorted(read_side_files(self.side_dir))  # [order, text hash, id], in corpus order
+        chosen = sorted(sampled([d[2] for d in documents], self.settings))
+        write_json(self.cut_file.with_suffix(".keys.json"), [documents[i][:2] for i in chosen])
+        write_json(self.cut_file, {"documents": len(documents), "sampled": len(chosen)})
         yield from ()
 
 
