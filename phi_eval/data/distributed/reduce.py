@@ -253,6 +253,8 @@ class MergeCorpus(Block):
             with open(corpus, encoding="utf-8") as f:
                 parquet = write_parquet_shards([json.loads(line) for line in f], self.out / "corpus",
                                               self.summary["tasks"])
+        from phi_eval.data.distributed.provenance import write_provenance
+
         provenance = write_provenance(self.last_dir, self.out / "provenance.jsonl", self.summary["stages"])
         stages = []
         for stage in self.summary["stages"]:
@@ -268,51 +270,6 @@ class MergeCorpus(Block):
                                                            **({"parquet": parquet} if parquet else {})},
                                                 "provenance": provenance})
         yield from ()
-
-
-def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
-    """Every synthetic document of the final corpus (one with a "synthetic" field: synthesize's, or an
-    appended file's), from seed to shard: its generation provenance, the final shard and line it is in,
-    and the verdict of every stage after the one that brought it in."""
-    decided = [decision(stage) for stage in stages]
-    lines = []
-    for shard in shard_files(last_dir):
-        with open(shard, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                document = json.loads(line)
-                if not isinstance(document.get("synthetic"), dict):
-                    continue
-                entered = int(document.get(ORDER, "0").split(".")[0])
-                verdicts = {}
-                for i, (stage, fixed) in enumerate(zip(stages, decided)):
-                    if i > entered:
-                        score = {"score": document.get(stage["settings"]["score_field"])}                             if stage["stage"] == "filter" else {}
-                        verdicts[f"{i:02d}-{stage['stage']}"] = {"verdict": "kept", **fixed, **score}
-                lines.append({"id": document["id"], "text_sha256": hashlib.sha256(document["text"].encode("utf-8")).hexdigest(),
-                              "synthetic": document["synthetic"], "shard": f"{shard}:{number}", "verdicts": verdicts})
-    write_json_lines(path, lines)
-    return {"path": str(path), "synthetic_documents": len(lines)}
-
-
-def decision(stage: dict) -> dict:
-    """What a stage decided on (a document in the final corpus passed them all)."""
-    settings = stage["settings"]
-    if stage["stage"] == "filter":
-        cut = Path(stage["reports"]["cut"])
-        return {"threshold": json.loads(cut.read_text())["threshold"] if cut.is_file() else None}
-    if stage["stage"] == "dedup":
-        return {"exact": settings["exact"], "near": settings["near"], "jaccard_threshold": settings["threshold"]}
-    if stage["stage"] == "decontaminate":
-        return {"benchmarks": settings["tasks"], "n": settings["n"], "similarity_threshold": settings["threshold"]}
-    return {}
-
-
-def write_json_lines(path: Path, lines: list[dict]) -> None:
-    partial = path.with_name(path.name + ".writing")
-    with open(partial, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    partial.replace(path)
 
 
 def count_lines(path: Path) -> int:
