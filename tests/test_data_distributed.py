@@ -136,6 +136,9 @@ def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
     corpus = read(tmp_path / "two" / "corpus.jsonl")
     assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
     assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)
+    # trained on 1 thread and on 2 (n_jobs = workers): the same trees, pickled to the same bytes
+    forests = [(tmp_path / d / "work" / "02-classify" / "forest.pkl").read_bytes() for d in ("one", "two")]
+    assert forests[0] == forests[1]
     report = json.loads((tmp_path / "two" / "pipeline.json").read_text())["stages"][2]["reports"]["report"]
     assert report["counts"]["graded"] == report["counts"]["train"] + report["counts"]["held_out"] > 40
     assert set(report["agreement"]) >= {"accuracy", "f1", "spearman", "majority_class_accuracy"}

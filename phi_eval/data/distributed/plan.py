@@ -56,14 +56,16 @@ def check(stages: list[tuple[str, dict]]) -> None:
                                  "on the total depends on how the inputs are split); limit the inputs instead")
 
 
-def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl") -> tuple[list[Phase], dict]:
-    """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json)."""
+def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl",
+         threads: int = 1) -> tuple[list[Phase], dict]:
+    """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json); `threads`: the
+    cores a global step in the driver may use (classify's forest)."""
     phases, summary, previous = [], {"tasks": tasks, "stages": []}, None
     for i, (name, settings) in enumerate(stages):
         tag = f"{i:02d}-{name}"
         output, work = out / tag, out / "work" / tag
         fix = f"remove {output} and {out / 'logs'}/{tag}-* to recompute that stage, or use a new --out"
-        mine = stage_phases(i, name, settings, previous, output, work, tasks, fix)
+        mine = stage_phases(i, name, settings, previous, output, work, tasks, fix, threads)
         phases += [Phase(f"{tag}-{phase}", n, pipeline) for phase, n, pipeline in mine]
         summary["stages"].append({"stage": name, "settings": settings, "output": str(output),
                                   "reports": {r: str(work / f"{r}.json") for r in REPORTS.get(name, ())},
@@ -78,7 +80,7 @@ REPORTS = {"annotate": ("sample-cut",), "filter": ("cut",), "dedup": ("report",)
 
 
 def stage_phases(index: int, name: str, settings: dict, previous: Path | None, output: Path, work: Path,
-                 tasks: int, fix: str) -> list[tuple[str, int, list]]:
+                 tasks: int, fix: str, threads: int = 1) -> list[tuple[str, int, list]]:
     def read():
         return ShardReader(previous, fix)
 
@@ -101,7 +103,7 @@ def stage_phases(index: int, name: str, settings: dict, previous: Path | None, o
     if name == "classify":
         return [("embed", tasks, [read(), blocks.Embed(settings, work / "embeddings")]),
                 ("train", 1, [reduce.TrainForest(settings, work / "embeddings", work / "forest.pkl",
-                                                 work / "report.json")]),
+                                                 work / "report.json", threads)]),
                 ("score", tasks, [read(), blocks.Score(work / "embeddings", work / "forest.pkl"),
                                   shard_writer(output)])]
     if name == "filter":
@@ -112,7 +114,7 @@ def stage_phases(index: int, name: str, settings: dict, previous: Path | None, o
     if name == "dedup":
         return [("signatures", tasks, [read(), blocks.Signatures(settings, work / "signatures")]),
                 ("decide", 1, [reduce.DedupDecide(settings, work / "signatures", work / "drops.json",
-                                                  work / "report.json")]),
+                                                  work / "report.json", threads)]),
                 ("drop", tasks, [read(), blocks.DropKeys(work / "drops.json"), shard_writer(output)])]
     if name == "decontaminate":  # the items loaded once; every task then reads one small file
         items = work / "benchmarks.json"

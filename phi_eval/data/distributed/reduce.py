@@ -98,9 +98,9 @@ class TrainForest(Block):
 
     name = "classify: train"
 
-    def __init__(self, settings: dict, side_dir: Path, forest_file: Path, report_file: Path):
+    def __init__(self, settings: dict, side_dir: Path, forest_file: Path, report_file: Path, threads: int = 1):
         super().__init__()
-        self.settings, self.side_dir = settings, Path(side_dir)
+        self.settings, self.side_dir, self.threads = settings, Path(side_dir), threads
         self.forest_file, self.report_file = Path(forest_file), Path(report_file)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -128,8 +128,9 @@ class TrainForest(Block):
         train, test = train_test_split(np.arange(len(labels)), test_size=s["test_fraction"], random_state=s["seed"],
                                        stratify=stratify)
         forest = RandomForestClassifier(n_estimators=s["n_estimators"], max_depth=s["max_depth"],
-                                        class_weight="balanced", random_state=s["seed"], n_jobs=1)
-        forest.fit(x[train], labels[train])
+                                        class_weight="balanced", random_state=s["seed"], n_jobs=self.threads)
+        forest.fit(x[train], labels[train])  # the same trees for any n_jobs: each tree's seed is drawn first
+        forest.set_params(n_jobs=1)  # predictions sum the trees in one order (threads would add them as they end)
         held_out = forest.predict_proba(x[test])[:, list(forest.classes_).index(1)]
         report = agreement(labels[test].tolist(), (held_out >= 0.5).astype(int).tolist(), held_out.tolist(),
                            [grades[t] for t in test])
