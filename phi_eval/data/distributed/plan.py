@@ -114,7 +114,7 @@ def stage_phases(index: int, name: str, settings: dict, previous: Path | None, o
     if name == "dedup":
         return [("signatures", tasks, [read(), blocks.Signatures(settings, work / "signatures")]),
                 ("decide", 1, [reduce.DedupDecide(settings, work / "signatures", work / "drops.json",
-                                                  work / "report.json", threads)]),
+                                                  work / "report.json")]),
                 ("drop", tasks, [read(), blocks.DropKeys(work / "drops.json"), shard_writer(output)])]
     if name == "decontaminate":  # the items loaded once; every task then reads one small file
         items = work / "benchmarks.json"
