@@ -1,8 +1,11 @@
 """The annotate-free data stages on datatrove vs today's single-process stages, on the same documents.
 
     .venv/bin/python benchmarks/bench_data_pipeline.py [--sample 300] [--tasks 4] [--max-tokens 512]
+        [--corpus stdlib|large] [--max-docs 8000]
 
-1. Prepares (untimed) the Python standard library's sources, graded by the heuristic annotator on
+1. Prepares (untimed) the Python standard library's sources (`--corpus stdlib`, ~1,600 files under
+   60 kB; `--corpus large`: those, then the environment's site-packages sources, the first
+   `--max-docs` .py files under 60 kB in sorted order), graded by the heuristic annotator on
    a seeded sample, with `phi-eval data run` (stages source + annotate); the merged result is the
    single-process stages' input, the same documents.
 2. Times, on that input, the stages classify (embeddings of a tiny random Phi over the first
@@ -20,7 +23,7 @@
    cores) and the 1-worker overhead vs single (target < 10%), in wall and CPU time; the CPU seconds
    of every datatrove phase; checks that the two datatrove runs wrote the same corpus (bytes) and
    that the single-process stages wrote the same documents in the same order (every field). Writes
-   benchmarks/out/bench_data_pipeline.json.
+   benchmarks/out/bench_data_pipeline.json (bench_data_pipeline-large.json for `--corpus large`).
 """
 from __future__ import annotations
 
@@ -56,10 +59,26 @@ def stage_settings(embed_dir: Path, max_tokens: int) -> list[dict]:
             {"stage": "filter", "keep_fraction": 0.2}]
 
 
-def prefix(sample: int) -> list[dict]:
-    return [{"stage": "source", "inputs": [sysconfig.get_paths()["stdlib"]], "max_file_bytes": 60_000,
+def prefix(sample: int, inputs: list[str]) -> list[dict]:
+    return [{"stage": "source", "inputs": inputs, "max_file_bytes": 60_000,
              "exclude_dirs": ["__pycache__", "site-packages"]},
             {"stage": "annotate", "annotator": "heuristic", "sample_size": sample}]
+
+
+def corpus_inputs(corpus: str, max_docs: int) -> list[str]:
+    """The source stage's inputs: the standard library's folder, or (large) a list of files: the
+    standard library's, then site-packages', non-empty and under 60 kB, the first `max_docs`."""
+    paths = sysconfig.get_paths()
+    if corpus == "stdlib":
+        return [paths["stdlib"]]
+    files = []
+    for folder in (paths["stdlib"], paths["purelib"]):
+        for path in sorted(Path(folder).rglob("*.py")):
+            if "__pycache__" in path.parts or (folder == paths["stdlib"] and "site-packages" in path.parts):
+                continue
+            if path.is_file() and 0 < path.stat().st_size <= 60_000 and len(files) < max_docs:
+                files.append(str(path))
+    return files
 
 
 def cpu_seconds(who=resource.RUSAGE_SELF) -> float:
@@ -145,6 +164,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=300, help="documents graded by the heuristic")
     parser.add_argument("--tasks", type=int, default=4, help="tasks of the 2-worker run")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens embedded per document (classify)")
+    parser.add_argument("--corpus", choices=("stdlib", "large"), default="stdlib",
+                        help="stdlib: the standard library; large: it and site-packages, up to --max-docs files")
+    parser.add_argument("--max-docs", type=int, default=8000, help="files of --corpus large")
     parser.add_argument("--single", nargs=2, type=Path, metavar=("INPUT", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -159,19 +181,19 @@ def main() -> None:
         tmp = Path(tmp)
         embed_dir = make_tiny_phi(tmp / "tiny-phi")
         stages = stage_settings(embed_dir, args.max_tokens)
-        prepared = {}
+        prepared, inputs = {}, corpus_inputs(args.corpus, args.max_docs)
         for tasks in (1, args.tasks):  # shards of the prepared corpus for each split (untimed)
             prepared[tasks] = tmp / f"prepared-{tasks}"
-            run_pipeline(prefix(args.sample), prepared[tasks], tasks=tasks, workers=2, progress=False)
+            run_pipeline(prefix(args.sample, inputs), prepared[tasks], tasks=tasks, workers=2, progress=False)
             for leftover in ("corpus.jsonl", "pipeline.json"):
                 (prepared[tasks] / leftover).unlink()
         single_input = tmp / "annotated.jsonl"
         documents, _ = write_sorted(prepared[1] / "01-annotate", single_input, order=False)
         text_bytes = sum(len(json.loads(line)["text"].encode()) for line in single_input.open())
-        print(f"corpus: {documents:,} documents of the standard library, {args.sample} graded", file=sys.stderr)
+        print(f"corpus ({args.corpus}): {documents:,} documents, {args.sample} graded", file=sys.stderr)
 
-        one = run_datatrove(prefix(args.sample) + stages, prepared[1], tmp / "one", 1, 1)
-        two = run_datatrove(prefix(args.sample) + stages, prepared[args.tasks], tmp / "two", args.tasks, 2)
+        one = run_datatrove(prefix(args.sample, inputs) + stages, prepared[1], tmp / "one", 1, 1)
+        two = run_datatrove(prefix(args.sample, inputs) + stages, prepared[args.tasks], tmp / "two", args.tasks, 2)
         single = run_single(stages, single_input, tmp / "single")
 
     rows = []
@@ -186,7 +208,7 @@ def main() -> None:
     total = {k: sum(r["stages"][n]["seconds"] for n in STAGES) for k, r in (("single", single), ("one", one), ("two", two))}
     cpu = {k: sum(r["stages"][n]["cpu_seconds"] for n in STAGES) for k, r in
            (("single", single), ("one", one), ("two", two))}
-    result = {"documents": documents, "mean_document_bytes": round(text_bytes / documents), "sample": args.sample,
+    result = {"corpus": args.corpus, "documents": documents, "mean_document_bytes": round(text_bytes / documents), "sample": args.sample,
               "max_tokens": args.max_tokens, "tasks_two_workers": args.tasks, "stages": rows,
               "total_seconds": total, "total_cpu_seconds": cpu,
               "speedup_two_workers": total["one"] / total["two"], "overhead_one_worker": total["one"] / total["single"] - 1,
@@ -196,7 +218,8 @@ def main() -> None:
               "same_corpus_one_vs_two_workers": one["corpus"] == two["corpus"],
               "same_documents_single_vs_datatrove": single["documents"] == one["documents"]}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_data_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "bench_data_pipeline" + ("-large" if args.corpus == "large" else "")
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print_tables(result)
 
 

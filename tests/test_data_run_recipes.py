@@ -78,13 +78,22 @@ def test_data_run_gives_the_single_process_corpus_of_the_textbook_recipe(tmp_pat
         assert summary["stages"][3]["reports"]["cut"][key] == filtered[key], key
 
     provenance = [json.loads(line) for line in (tmp_path / "run-3" / "provenance.jsonl").read_text().splitlines()]
-    assert sorted(p["id"] for p in provenance) == sorted(d["id"] for d in appended)  # seed to shard, for each
+    entered = [json.loads(line) for p in sorted((tmp_path / "run-3" / "04-append").glob("*.jsonl"))
+               for line in p.read_text().splitlines()]
+    entered = [d for d in entered if "synthetic" in d]
+    assert len(entered) == written  # every appended document has an entry, survivor or not
+    assert sorted(p["id"] for p in provenance) == sorted(d["id"] for d in entered)
+    dedup = {"exact": True, "near": True, "jaccard_threshold": 0.8}
     for entry in provenance:
+        assert entry["synthetic"]["model"] == "smollm2-135m-instruct" and entry["synthetic"]["topic"]
+        if entry["shard"] is None:  # seed to the stage that dropped it
+            assert entry["dropped_by"] == "05-dedup" and entry["verdicts"] == {"05-dedup": {"verdict": "dropped", **dedup}}
+            continue
         shard, line = entry["shard"].rsplit(":", 1)
         assert json.loads(Path(shard).read_text().splitlines()[int(line) - 1])["id"] == entry["id"]
-        assert entry["synthetic"]["model"] == "smollm2-135m-instruct" and entry["synthetic"]["topic"]
-        assert entry["verdicts"] == {"05-dedup": {"verdict": "kept", "exact": True, "near": True,
-                                                  "jaccard_threshold": 0.8}}
+        assert entry["dropped_by"] is None and entry["verdicts"] == {"05-dedup": {"verdict": "kept", **dedup}}
+    assert sum(e["shard"] is not None for e in provenance) == len(appended)
+    assert summary["provenance"]["dropped"] == written - len(appended)
 
     data = load_recipe(str(ROOT / "recipes" / "phi-tiny-textbook.yaml")).data
     ours, theirs = (collect_corpus(data, sources=[p]) for p in (tmp_path / "run-3" / "corpus.jsonl", single))

@@ -7,7 +7,6 @@ decision. Counts go to datatrove's per-block stats (OUT/logs/PHASE/stats.json).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -71,21 +70,18 @@ class SourceFiles(Block):
             yield Document(text=text, id=doc_id, metadata=document)
 
 
-def sample_hash(seed: int, document: Document) -> str:
-    return hashlib.sha256(json.dumps([seed, *key(document)]).encode()).hexdigest()
+class CollectSampleKeys(Block):
+    """First pass of a sampled annotation: each document's key and id (the global cut ranks them as
+    `phi-eval data annotate` does, by corpus position)."""
 
+    name = "annotate: sample keys"
 
-class CollectSampleHashes(Block):
-    """First pass of a sampled annotation: each document's seeded hash (the lowest ones are graded)."""
-
-    name = "annotate: sample hashes"
-
-    def __init__(self, seed: int, side_dir: Path):
+    def __init__(self, side_dir: Path):
         super().__init__()
-        self.seed, self.side_dir = seed, Path(side_dir)
+        self.side_dir = Path(side_dir)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        write_atomically(side_file(self.side_dir, rank), [sample_hash(self.seed, d) for d in data])
+        write_atomically(side_file(self.side_dir, rank), [[*key(d), str(d.id)] for d in data])
         yield from ()  # a generator, so that errors pass through Guard
 
 
@@ -102,9 +98,10 @@ class Annotate(Block):
         from phi_eval.data.heuristic import NAME, heuristic_score
 
         everything = self.cut_file is None
-        cut = None if everything else json.loads(Path(self.cut_file).read_text())["last_hash"]
+        chosen = set() if everything else \
+            {tuple(k) for k in json.loads(Path(self.cut_file).with_suffix(".keys.json").read_text())}
         for document in data:
-            if everything or (cut is not None and sample_hash(self.settings["seed"], document) <= cut):
+            if everything or key(document) in chosen:
                 with self.track_time():
                     document.metadata.update(edu_score=heuristic_score(document.text), edu_annotator=NAME)
                 self.stat_update("annotated")

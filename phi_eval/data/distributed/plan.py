@@ -56,14 +56,16 @@ def check(stages: list[tuple[str, dict]]) -> None:
                                  "on the total depends on how the inputs are split); limit the inputs instead")
 
 
-def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl") -> tuple[list[Phase], dict]:
-    """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json)."""
+def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl",
+         threads: int = 1) -> tuple[list[Phase], dict]:
+    """The phases, and the summary skeleton MergeCorpus fills in (OUT/pipeline.json); `threads`: the
+    cores a global step in the driver may use (classify's forest)."""
     phases, summary, previous = [], {"tasks": tasks, "stages": []}, None
     for i, (name, settings) in enumerate(stages):
         tag = f"{i:02d}-{name}"
         output, work = out / tag, out / "work" / tag
         fix = f"remove {output} and {out / 'logs'}/{tag}-* to recompute that stage, or use a new --out"
-        mine = stage_phases(i, name, settings, previous, output, work, tasks, fix)
+        mine = stage_phases(i, name, settings, previous, output, work, tasks, fix, threads)
         phases += [Phase(f"{tag}-{phase}", n, pipeline) for phase, n, pipeline in mine]
         summary["stages"].append({"stage": name, "settings": settings, "output": str(output),
                                   "reports": {r: str(work / f"{r}.json") for r in REPORTS.get(name, ())},
@@ -78,7 +80,7 @@ REPORTS = {"annotate": ("sample-cut",), "filter": ("cut",), "dedup": ("report",)
 
 
 def stage_phases(index: int, name: str, settings: dict, previous: Path | None, output: Path, work: Path,
-                 tasks: int, fix: str) -> list[tuple[str, int, list]]:
+                 tasks: int, fix: str, threads: int = 1) -> list[tuple[str, int, list]]:
     def read():
         return ShardReader(previous, fix)
 
@@ -96,12 +98,12 @@ def stage_phases(index: int, name: str, settings: dict, previous: Path | None, o
                                   shard_writer(output)])
         if not sampled:
             return [grade]
-        return [("sample", tasks, [read(), blocks.CollectSampleHashes(settings["seed"], work / "sample")]),
+        return [("sample", tasks, [read(), blocks.CollectSampleKeys(work / "sample")]),
                 ("sample-cut", 1, [reduce.SampleCut(settings, work / "sample", work / "sample-cut.json")]), grade]
     if name == "classify":
         return [("embed", tasks, [read(), blocks.Embed(settings, work / "embeddings")]),
                 ("train", 1, [reduce.TrainForest(settings, work / "embeddings", work / "forest.pkl",
-                                                 work / "report.json")]),
+                                                 work / "report.json", threads)]),
                 ("score", tasks, [read(), blocks.Score(work / "embeddings", work / "forest.pkl"),
                                   shard_writer(output)])]
     if name == "filter":

@@ -26,7 +26,8 @@ FIX = "delete that stage's folder (or pass a new --out) and rerun"
 
 
 class SampleCut(Block):
-    """The annotation sample: the `sample_size` (or fraction) documents with the lowest seeded hashes."""
+    """The annotation sample, `phi-eval data annotate`'s (phi_eval.data.annotate.sampled): the documents,
+    in corpus order, whose seeded hashes of id and position are the `sample_size` (or fraction) lowest."""
 
     name = "annotate: sample cut"
 
@@ -35,14 +36,12 @@ class SampleCut(Block):
         self.settings, self.side_dir, self.cut_file = settings, Path(side_dir), Path(cut_file)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        hashes = sorted(read_side_files(self.side_dir))
-        count = len(hashes)
-        if self.settings["sample_size"] is not None:
-            count = min(count, self.settings["sample_size"])
-        elif self.settings["sample_fraction"] is not None:
-            count = round(count * self.settings["sample_fraction"])
-        write_json(self.cut_file, {"documents": len(hashes), "sampled": count,
-                                   "last_hash": hashes[count - 1] if count else None})
+        from phi_eval.data.annotate import sampled
+
+        documents = sorted(read_side_files(self.side_dir))  # [order, text hash, id], in corpus order
+        chosen = sorted(sampled([d[2] for d in documents], self.settings))
+        write_json(self.cut_file.with_suffix(".keys.json"), [documents[i][:2] for i in chosen])
+        write_json(self.cut_file, {"documents": len(documents), "sampled": len(chosen)})
         yield from ()
 
 
@@ -99,9 +98,9 @@ class TrainForest(Block):
 
     name = "classify: train"
 
-    def __init__(self, settings: dict, side_dir: Path, forest_file: Path, report_file: Path):
+    def __init__(self, settings: dict, side_dir: Path, forest_file: Path, report_file: Path, threads: int = 1):
         super().__init__()
-        self.settings, self.side_dir = settings, Path(side_dir)
+        self.settings, self.side_dir, self.threads = settings, Path(side_dir), threads
         self.forest_file, self.report_file = Path(forest_file), Path(report_file)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -129,8 +128,9 @@ class TrainForest(Block):
         train, test = train_test_split(np.arange(len(labels)), test_size=s["test_fraction"], random_state=s["seed"],
                                        stratify=stratify)
         forest = RandomForestClassifier(n_estimators=s["n_estimators"], max_depth=s["max_depth"],
-                                        class_weight="balanced", random_state=s["seed"], n_jobs=1)
-        forest.fit(x[train], labels[train])
+                                        class_weight="balanced", random_state=s["seed"], n_jobs=self.threads)
+        forest.fit(x[train], labels[train])  # the same trees for any n_jobs: each tree's seed is drawn first
+        forest.set_params(n_jobs=1)  # predictions sum the trees in one order (threads would add them as they end)
         held_out = forest.predict_proba(x[test])[:, list(forest.classes_).index(1)]
         report = agreement(labels[test].tolist(), (held_out >= 0.5).astype(int).tolist(), held_out.tolist(),
                            [grades[t] for t in test])
@@ -254,6 +254,8 @@ class MergeCorpus(Block):
             with open(corpus, encoding="utf-8") as f:
                 parquet = write_parquet_shards([json.loads(line) for line in f], self.out / "corpus",
                                               self.summary["tasks"])
+        from phi_eval.data.distributed.provenance import write_provenance
+
         provenance = write_provenance(self.last_dir, self.out / "provenance.jsonl", self.summary["stages"])
         stages = []
         for stage in self.summary["stages"]:
@@ -269,51 +271,6 @@ class MergeCorpus(Block):
                                                            **({"parquet": parquet} if parquet else {})},
                                                 "provenance": provenance})
         yield from ()
-
-
-def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
-    """Every synthetic document of the final corpus (one with a "synthetic" field: synthesize's, or an
-    appended file's), from seed to shard: its generation provenance, the final shard and line it is in,
-    and the verdict of every stage after the one that brought it in."""
-    decided = [decision(stage) for stage in stages]
-    lines = []
-    for shard in shard_files(last_dir):
-        with open(shard, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                document = json.loads(line)
-                if not isinstance(document.get("synthetic"), dict):
-                    continue
-                entered = int(document.get(ORDER, "0").split(".")[0])
-                verdicts = {}
-                for i, (stage, fixed) in enumerate(zip(stages, decided)):
-                    if i > entered:
-                        score = {"score": document.get(stage["settings"]["score_field"])}                             if stage["stage"] == "filter" else {}
-                        verdicts[f"{i:02d}-{stage['stage']}"] = {"verdict": "kept", **fixed, **score}
-                lines.append({"id": document["id"], "text_sha256": hashlib.sha256(document["text"].encode("utf-8")).hexdigest(),
-                              "synthetic": document["synthetic"], "shard": f"{shard}:{number}", "verdicts": verdicts})
-    write_json_lines(path, lines)
-    return {"path": str(path), "synthetic_documents": len(lines)}
-
-
-def decision(stage: dict) -> dict:
-    """What a stage decided on (a document in the final corpus passed them all)."""
-    settings = stage["settings"]
-    if stage["stage"] == "filter":
-        cut = Path(stage["reports"]["cut"])
-        return {"threshold": json.loads(cut.read_text())["threshold"] if cut.is_file() else None}
-    if stage["stage"] == "dedup":
-        return {"exact": settings["exact"], "near": settings["near"], "jaccard_threshold": settings["threshold"]}
-    if stage["stage"] == "decontaminate":
-        return {"benchmarks": settings["tasks"], "n": settings["n"], "similarity_threshold": settings["threshold"]}
-    return {}
-
-
-def write_json_lines(path: Path, lines: list[dict]) -> None:
-    partial = path.with_name(path.name + ".writing")
-    with open(partial, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    partial.replace(path)
 
 
 def count_lines(path: Path) -> int:

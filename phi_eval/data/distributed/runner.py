@@ -161,7 +161,8 @@ def run_pipeline(stages: list[dict], out: Path, *, executor: str = "local", task
     out.mkdir(parents=True, exist_ok=True)
     check_endpoints(resolved)
     prepare_out(out, resolved, tasks)
-    phases, _ = plan(resolved, out, tasks, output_format)
+    phases, _ = plan(resolved, out, tasks, output_format,  # a Slurm global step is a 1-CPU job
+                     threads=max(1, workers) if executor != "slurm" else 1)
     shutil.rmtree(out / "logs" / phases[-1].name, ignore_errors=True)  # the merge always runs: --format may differ
     quiet_console()
     if executor == "slurm":
