@@ -310,7 +310,10 @@ def test_ctrl_c_is_exit_130_and_one_line(tmp_path, phi_home):
     proc = subprocess.Popen([sys.executable, "-m", "phi_eval.cli", "run", "--models", f"replay:{replay}", "--tasks",
                              "humaneval", "--limit", "8", "--timeout", "5", "--workers", "2",
                              "--out", str(tmp_path / "out")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as from a terminal: a suite started in the background (`cmd &`) ignores
+                            # SIGINT, and its children would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not list((tmp_path / "tmp").glob("phi-eval-worker-*")) and proc.poll() is None:
         time.sleep(0.1)
