@@ -262,9 +262,10 @@ def annotation_report(stage: dict) -> dict:
     """The annotate stage's counts and grade histogram, from its shards (a graded document carries
     edu_annotator)."""
     from phi_eval.data.annotate import grades_report
+    from phi_eval.data.distributed.shards import shard_files
 
     documents, grades = 0, []
-    for shard in sorted(Path(stage["output"]).glob("*.jsonl")):
+    for shard in shard_files(Path(stage["output"])):
         with open(shard, encoding="utf-8") as f:
             for line in f:
                 document = json.loads(line)

@@ -44,9 +44,7 @@ def check(stages: list[tuple[str, dict]]) -> None:
             from phi_eval.data.decontaminate import checked_data_dir
 
             checked_data_dir(settings)
-        files = [("files", f) for f in settings["files"]] if name == "append" else \
-            [("grades_file", settings["grades_file"])] if name == "annotate" and settings["annotator"] == "file" else []
-        for field, path in files:
+        for field, path in side_inputs(name, settings):
             if not Path(path).is_file():
                 raise UsageError(f"{label(f'data.stages[{i}]', field)}: {path} is not a file; fix the path (relative "
                                  "paths start from the folder you run in)")
@@ -54,6 +52,15 @@ def check(stages: list[tuple[str, dict]]) -> None:
             if name == "source" and settings.get(cap) is not None:
                 raise UsageError(f"{label(f'data.stages[{i}]', cap)}: not supported by `phi-eval data run` (a cap "
                                  "on the total depends on how the inputs are split); limit the inputs instead")
+
+
+def side_inputs(name: str, settings: dict) -> list[tuple[str, str]]:
+    """(setting, path) of the files a stage reads besides the stage before it."""
+    if name == "append":
+        return [("files", f) for f in settings["files"]]
+    if name == "annotate" and settings["annotator"] == "file":
+        return [("grades_file", settings["grades_file"])]
+    return []
 
 
 def plan(stages: list[tuple[str, dict]], out: Path, tasks: int, output_format: str = "jsonl",

@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from phi_eval.data.distributed.shards import ORDER, shard_files
+from phi_eval.data.distributed.shards import ORDER, shard_files, write_atomically
 
 
 def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
@@ -18,6 +18,7 @@ def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
     for i, documents in enumerate(seen):
         for order in documents:
             first.setdefault(order, i)
+    decisions = [decision(stage) for stage in stages]
     lines, dropped = [], 0
     for order, entered in sorted(first.items()):
         document = seen[entered][order][0]
@@ -27,7 +28,7 @@ def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
             score = {"score": before.get(stage["settings"]["score_field"])} if stage["stage"] == "filter" else {}
             name = f"{i:02d}-{stage['stage']}"
             kept = order in seen[i]
-            verdicts[name] = {"verdict": "kept" if kept else "dropped", **decision(stage), **score}
+            verdicts[name] = {"verdict": "kept" if kept else "dropped", **decisions[i], **score}
             if not kept:
                 dropped_by = name
                 break
@@ -35,7 +36,7 @@ def write_provenance(last_dir: Path, path: Path, stages: list[dict]) -> dict:
         lines.append({"id": document["id"], "text_sha256": hashlib.sha256(document["text"].encode("utf-8")).hexdigest(),
                       "synthetic": document["synthetic"], "shard": final[order][1] if order in final else None,
                       "dropped_by": dropped_by, "verdicts": verdicts})
-    write_json_lines(path, lines)
+    write_atomically(path, lines)
     return {"path": str(path), "synthetic_documents": len(lines), "dropped": dropped}
 
 
@@ -64,10 +65,3 @@ def decision(stage: dict) -> dict:
         return {"benchmarks": settings["tasks"], "n": settings["n"], "similarity_threshold": settings["threshold"]}
     return {}
 
-
-def write_json_lines(path: Path, lines: list[dict]) -> None:
-    partial = path.with_name(path.name + ".writing")
-    with open(partial, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    partial.replace(path)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from phi_eval.data.distributed.blocks import WORKER_CACHE, Block, Guard
 from phi_eval.data.distributed.logs import quiet_console
-from phi_eval.data.distributed.plan import Phase, check, plan
+from phi_eval.data.distributed.plan import Phase, check, plan, side_inputs
 from phi_eval.data.distributed.shards import write_json
 from phi_eval.data.stage import identity_of
 from phi_eval.errors import UsageError
@@ -34,9 +34,8 @@ def stage_identities(stages: list[tuple[str, dict]]) -> list[str]:
     identities, previous = [], None
     for name, settings in stages:
         inputs = [source.fingerprint(s, settings) for s in settings["inputs"]] if name == "source" else [previous]
-        files = settings["files"] if name == "append" else [settings["grades_file"]] \
-            if name == "annotate" and settings["annotator"] == "file" else []
-        inputs += [source.fingerprint(f, settings) for f in files]  # a changed file recomputes the stage
+        # a changed appended file or grades file recomputes the stage
+        inputs += [source.fingerprint(f, settings) for _, f in side_inputs(name, settings)]
         previous = identity_of(name, STAGES[name][0], settings, inputs)
         identities.append(previous)
     return identities
